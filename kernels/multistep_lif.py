@@ -1,0 +1,170 @@
+"""Fused multi-step IF/LIF in Triton: one launch for all T steps forward, one for BPTT backward.
+
+Each program owns ``BLOCK`` neurons and keeps their membrane (forward) or membrane gradient
+(backward) in float32 registers across time; memory sees only the per-step rows. Equations and
+operation order are the spec's (``neuro_emu/ops/multistep_lif.py``); every launch passes
+``enable_fp_fusion=False`` so ``v * beta + x`` is a multiply and an add, never an FMA, and divisions
+use ``div_rn`` (IEEE round-to-nearest, not the approximate ``div.full``), which keeps the kernel
+bit-exact with the Numba twin and the PyTorch spec.
+
+Traffic per neuron-step: forward reads x and writes s (+ h when training); backward reads h and
+grad_s and writes grad_x. Saved for backward: h in x's dtype, one value per neuron-step.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+# A plain elementwise stream: 1024 lanes x 4 warps is Triton's usual choice for such kernels. Not yet
+# tuned on a GPU (no GPU session so far).
+BLOCK = 1024
+NUM_WARPS = 4
+
+
+@triton.jit
+def _surrogate_grad(u, a, b, SURROGATE: tl.constexpr):
+    if SURROGATE == 0:  # atan
+        au = u * a
+        g = tl.math.div_rn(tl.zeros_like(u) + b, 1.0 + au * au)
+    elif SURROGATE == 1:  # sigmoid
+        sg = tl.math.div_rn(tl.zeros_like(u) + 1.0, 1.0 + tl.exp(-(u * a)))
+        g = (sg * a) * (1.0 - sg)
+    elif SURROGATE == 2:  # triangle
+        t = 1.0 - tl.abs(u) * a
+        g = tl.where(t > 0.0, t * a, 0.0)
+    else:  # rectangle
+        g = tl.where(tl.abs(u) < b, tl.zeros_like(u) + a, 0.0)
+    return g
+
+
+@triton.jit
+def _multistep_lif_fwd_kernel(
+    x_ptr, v_init_ptr, s_ptr, h_ptr, v_out_ptr,
+    T, N, beta, v_th, v_reset,
+    RESET: tl.constexpr, HAS_V_INIT: tl.constexpr, SAVE_H: tl.constexpr, BLOCK: tl.constexpr,
+):
+    i_n = tl.program_id(0)
+    o_n = i_n.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)  # [BLOCK] int64: T*N may pass 2^31
+    m_n = o_n < N
+    if HAS_V_INIT:
+        b_v = tl.load(v_init_ptr + o_n, mask=m_n, other=0.0)
+    else:
+        b_v = tl.zeros([BLOCK], dtype=tl.float32)
+    o_tn = o_n
+    for _ in range(T):
+        b_x = tl.load(x_ptr + o_tn, mask=m_n, other=0.0).to(tl.float32)
+        b_h = b_v * beta + b_x
+        b_fire = b_h >= v_th
+        b_s = b_fire.to(tl.float32)
+        tl.store(s_ptr + o_tn, b_s.to(s_ptr.dtype.element_ty), mask=m_n)
+        if SAVE_H:
+            tl.store(h_ptr + o_tn, b_h.to(h_ptr.dtype.element_ty), mask=m_n)
+        if RESET == 0:
+            b_v = b_h - b_s * v_th
+        elif RESET == 1:
+            b_v = tl.where(b_fire, v_reset, b_h)
+        else:
+            b_v = b_h
+        o_tn += N
+    tl.store(v_out_ptr + o_n, b_v, mask=m_n)
+
+
+@triton.jit
+def _multistep_lif_bwd_kernel(
+    grad_s_ptr, grad_v_ptr, h_ptr, grad_x_ptr, grad_v_init_ptr,
+    T, N, beta, v_th, v_reset, sg_a, sg_b,
+    RESET: tl.constexpr, SURROGATE: tl.constexpr, DETACH_RESET: tl.constexpr,
+    HAS_GRAD_V: tl.constexpr, BLOCK: tl.constexpr,
+):
+    i_n = tl.program_id(0)
+    o_n = i_n.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)  # [BLOCK]
+    m_n = o_n < N
+    if HAS_GRAD_V:
+        b_gv = tl.load(grad_v_ptr + o_n, mask=m_n, other=0.0)
+    else:
+        b_gv = tl.zeros([BLOCK], dtype=tl.float32)
+    o_tn = o_n + (tl.zeros_like(o_n) + N) * (T - 1)  # last step, multiplied in int64
+    for _ in range(T):
+        b_h = tl.load(h_ptr + o_tn, mask=m_n, other=0.0).to(tl.float32)
+        b_gs = tl.load(grad_s_ptr + o_tn, mask=m_n, other=0.0).to(tl.float32)
+        b_g = _surrogate_grad(b_h - v_th, sg_a, sg_b, SURROGATE)
+        if RESET == 0:
+            if DETACH_RESET:
+                b_dv_dh = tl.zeros_like(b_h) + 1.0
+            else:
+                b_dv_dh = 1.0 - v_th * b_g
+        elif RESET == 1:
+            b_not_s = tl.where(b_h >= v_th, 0.0, 1.0)
+            if DETACH_RESET:
+                b_dv_dh = b_not_s
+            else:
+                b_dv_dh = b_not_s + (v_reset - b_h) * b_g
+        else:
+            b_dv_dh = tl.zeros_like(b_h) + 1.0
+        b_gh = b_gs * b_g + b_gv * b_dv_dh
+        tl.store(grad_x_ptr + o_tn, b_gh.to(grad_x_ptr.dtype.element_ty), mask=m_n)
+        b_gv = b_gh * beta
+        o_tn -= N
+    tl.store(grad_v_init_ptr + o_n, b_gv, mask=m_n)
+
+
+def _grid(n: int) -> tuple[int]:
+    return (triton.cdiv(n, BLOCK),)
+
+
+def multistep_lif_fwd(
+    x: torch.Tensor,
+    v_init: torch.Tensor | None,
+    beta: float,
+    v_th: float,
+    v_reset: float,
+    reset: int,
+    save_h: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """x: [T, N] contiguous, v_init: [N] float32 or None -> (spikes [T, N] in x.dtype,
+    v_final [N] float32, h [T, N] in x.dtype if save_h else an empty [0])."""
+    steps, n = x.shape
+    spikes = torch.empty_like(x)
+    h = torch.empty_like(x) if save_h else x.new_empty(0)
+    v_final = torch.empty(n, dtype=torch.float32, device=x.device)
+    if n == 0:
+        return spikes, v_final, h
+    _multistep_lif_fwd_kernel[_grid(n)](
+        x, v_init if v_init is not None else v_final, spikes, h if save_h else spikes, v_final,
+        steps, n, beta, v_th, v_reset,
+        RESET=reset, HAS_V_INIT=v_init is not None, SAVE_H=save_h, BLOCK=BLOCK,
+        num_warps=NUM_WARPS, enable_fp_fusion=False,
+    )
+    return spikes, v_final, h
+
+
+def multistep_lif_bwd(
+    grad_s: torch.Tensor,
+    grad_v: torch.Tensor | None,
+    h: torch.Tensor,
+    beta: float,
+    v_th: float,
+    v_reset: float,
+    reset: int,
+    surrogate: int,
+    sg_a: float,
+    sg_b: float,
+    detach_reset: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """grad_s, h: [T, N] in x.dtype, grad_v: [N] float32 or None -> (grad_x [T, N] in x.dtype,
+    grad_v_init [N] float32)."""
+    steps, n = h.shape
+    grad_x = torch.empty_like(h)
+    grad_v_init = torch.empty(n, dtype=torch.float32, device=h.device)
+    if n == 0:
+        return grad_x, grad_v_init
+    _multistep_lif_bwd_kernel[_grid(n)](
+        grad_s, grad_v if grad_v is not None else grad_v_init, h, grad_x, grad_v_init,
+        steps, n, beta, v_th, v_reset, sg_a, sg_b,
+        RESET=reset, SURROGATE=surrogate, DETACH_RESET=detach_reset,
+        HAS_GRAD_V=grad_v is not None, BLOCK=BLOCK,
+        num_warps=NUM_WARPS, enable_fp_fusion=False,
+    )
+    return grad_x, grad_v_init

@@ -1,0 +1,1 @@
+"""Benchmark suites shared by `bench/` and `neuro-emu bench`."""

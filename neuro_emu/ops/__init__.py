@@ -1,0 +1,25 @@
+"""Every op of neuro-emu, one dispatcher each; the only place that knows the backends."""
+
+from neuro_emu.ops.multistep_lif import (
+    BACKENDS,
+    LIFParams,
+    available_backends,
+    backend_unavailable_reason,
+    lif_params,
+    multistep_if,
+    multistep_lif,
+)
+from neuro_emu.ops.surrogate import SURROGATES, surrogate_grad, surrogate_primitive
+
+__all__ = [
+    "BACKENDS",
+    "LIFParams",
+    "SURROGATES",
+    "available_backends",
+    "backend_unavailable_reason",
+    "lif_params",
+    "multistep_if",
+    "multistep_lif",
+    "surrogate_grad",
+    "surrogate_primitive",
+]
