@@ -40,6 +40,22 @@ def _surrogate_grad(u, a, b, SURROGATE: tl.constexpr):
 
 
 @triton.jit
+def _store_rounded(ptr, b_value, mask):
+    """Store float32 ``b_value`` at ``ptr`` rounding to nearest even, as torch's casts do.
+
+    bfloat16 is rounded by hand: the Triton interpreter truncates in ``.to(tl.bfloat16)``, and the
+    bit trick below is what the GPU's ``cvt.rn.bf16.f32`` computes anyway.
+    """
+    if ptr.dtype.element_ty == tl.bfloat16:
+        b_bits = b_value.to(tl.uint32, bitcast=True)
+        b_bits = (b_bits + 0x7FFF + ((b_bits >> 16) & 1)) >> 16
+        b_bits = tl.where(b_value != b_value, 0x7FC0, b_bits)  # NaN stays a quiet NaN
+        tl.store(ptr, b_bits.to(tl.uint16).to(tl.bfloat16, bitcast=True), mask=mask)
+    else:
+        tl.store(ptr, b_value.to(ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
 def _multistep_lif_fwd_kernel(
     x_ptr, v_init_ptr, s_ptr, h_ptr, v_out_ptr,
     T, N, beta, v_th, v_reset,
@@ -60,7 +76,7 @@ def _multistep_lif_fwd_kernel(
         b_s = b_fire.to(tl.float32)
         tl.store(s_ptr + o_tn, b_s.to(s_ptr.dtype.element_ty), mask=m_n)
         if SAVE_H:
-            tl.store(h_ptr + o_tn, b_h.to(h_ptr.dtype.element_ty), mask=m_n)
+            _store_rounded(h_ptr + o_tn, b_h, m_n)
         if RESET == 0:
             b_v = b_h - b_s * v_th
         elif RESET == 1:
@@ -104,7 +120,7 @@ def _multistep_lif_bwd_kernel(
         else:
             b_dv_dh = tl.zeros_like(b_h) + 1.0
         b_gh = b_gs * b_g + b_gv * b_dv_dh
-        tl.store(grad_x_ptr + o_tn, b_gh.to(grad_x_ptr.dtype.element_ty), mask=m_n)
+        _store_rounded(grad_x_ptr + o_tn, b_gh, m_n)
         b_gv = b_gh * beta
         o_tn -= N
     tl.store(grad_v_init_ptr + o_n, b_gv, mask=m_n)

@@ -1,0 +1,130 @@
+"""The one table of multi-step neuron cases that every backend is tested on, and its comparisons."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+from neuro_emu.ops import available_backends
+
+# Gradient tolerances, keyed by surrogate. Absent means exact (deviation count 0): atan, triangle
+# and rectangle use only correctly rounded IEEE operations in the same order on every backend.
+# sigmoid calls exp, whose last bit differs between Sleef (torch), libm (Numba) and numpy/CUDA
+# (Triton), an error of a few ulp of g <= alpha/4 per step that BPTT sums over at most T steps.
+GRAD_ATOL_PER_STEP = {"sigmoid": 1e-6}
+
+# The Triton interpreter runs kernels in numpy, slowly: it gets the small cases only.
+INTERPRETED_MAX_ELEMENTS = 50_000
+
+
+@dataclass(frozen=True)
+class NeuronCase:
+    name: str
+    steps: int
+    shape: tuple[int, ...]
+    beta: float = 0.5
+    reset: str = "subtract"
+    v_init: bool = False
+    surrogate: str = "atan"
+    detach_reset: bool = False
+    dtype: torch.dtype = torch.float32
+    inputs: str = "uniform"  # "uniform" | "threshold" (on v_th and one ulp either side) | "nonfinite"
+    v_th: float = 1.0
+    v_reset: float = 0.0
+
+    @property
+    def numel(self) -> int:
+        return self.steps * math.prod(self.shape)
+
+    def op_kwargs(self) -> dict:
+        return dict(
+            beta=self.beta, v_th=self.v_th, reset=self.reset, v_reset=self.v_reset,
+            surrogate=self.surrogate, detach_reset=self.detach_reset,
+        )
+
+    def make_inputs(self, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x: [T, *shape] and v_init: [*shape] (or None), deterministic per case."""
+        gen = torch.Generator().manual_seed(seed)
+        x = torch.rand((self.steps, *self.shape), generator=gen) * 1.6 - 0.3
+        if self.inputs == "threshold":
+            # On v_th, one ulp below, one ulp above, and the same around v_th - v (later steps).
+            v_th = torch.tensor(self.v_th)
+            edge = torch.stack([v_th, torch.nextafter(v_th, -v_th), torch.nextafter(v_th, 2 * v_th)])
+            flat = x.view(self.steps, -1)
+            flat[:, : flat.shape[1]] = edge.repeat(flat.shape[1] // 3 + 1)[: flat.shape[1]]
+        if self.inputs == "nonfinite":
+            flat = x.view(self.steps, -1)
+            specials = torch.tensor([float("nan"), float("inf"), -float("inf")])
+            flat[1 % self.steps, :3] = specials
+        v_init = None
+        if self.v_init:
+            v_init = torch.rand(self.shape, generator=gen) * self.v_th
+        return x.to(self.dtype), v_init
+
+
+def _cases() -> list[NeuronCase]:
+    cases = []
+    shapes = [(1,), (31,), (4, 33), (3, 5, 7)]
+    for (neuron, beta), reset, v_init in itertools.product(
+        [("if", 1.0), ("lif", 0.5)], ["subtract", "zero", "none"], [False, True]
+    ):
+        for steps, shape in zip([1, 2, 7, 32], shapes):
+            vi = "-vinit" if v_init else ""
+            cases.append(
+                NeuronCase(f"{neuron}-{reset}{vi}-T{steps}-{'x'.join(map(str, shape))}",
+                           steps, shape, beta=beta, reset=reset, v_init=v_init)
+            )
+    for surrogate, detach, reset in itertools.product(
+        ["atan", "sigmoid", "triangle", "rectangle"], [False, True], ["subtract", "zero"]
+    ):
+        d = "-detach" if detach else ""
+        cases.append(
+            NeuronCase(f"lif-{surrogate}-{reset}{d}-T7", 7, (2, 50), beta=0.9, reset=reset,
+                       v_init=True, surrogate=surrogate, detach_reset=detach, v_reset=-0.25)
+        )
+    cases += [
+        NeuronCase("if-threshold-ulp-T7", 7, (301,), beta=1.0, inputs="threshold"),
+        NeuronCase("lif-threshold-ulp-vth0.3-T7", 7, (301,), beta=0.75, v_th=0.3, inputs="threshold"),
+        NeuronCase("lif-nan-inf-T7", 7, (5,), inputs="nonfinite"),
+        NeuronCase("lif-nan-inf-zero-T7", 7, (5,), reset="zero", inputs="nonfinite", v_init=True),
+        NeuronCase("lif-bf16-T7", 7, (3, 101), dtype=torch.bfloat16, v_init=True),
+        NeuronCase("lif-fp16-zero-T7", 7, (3, 101), dtype=torch.float16, reset="zero"),
+        NeuronCase("lif-odd-1000003-T7", 7, (1000003,), beta=0.9, v_init=True),
+    ]
+    return cases
+
+
+CASES = _cases()
+CASE_PARAMS = [pytest.param(case, id=case.name) for case in CASES]
+
+
+def backend_pairs(case: NeuronCase) -> list[tuple[str, str]]:
+    """Every pair of backends that can run ``case`` here, for an all-against-all comparison."""
+    backends = available_backends("cpu")
+    if os.environ.get("TRITON_INTERPRET") == "1" and case.numel > INTERPRETED_MAX_ELEMENTS:
+        backends = [b for b in backends if b != "triton"]
+    return list(itertools.combinations(backends, 2))
+
+
+def describe_mismatch(name: str, a: torch.Tensor, b: torch.Tensor, mismatch: torch.Tensor) -> str:
+    """Where two tensors differ: the count and the first few indices with both values."""
+    where = mismatch.nonzero()[:5].tolist()
+    shown = "; ".join(f"{tuple(i)}: {a[tuple(i)].item()!r} vs {b[tuple(i)].item()!r}" for i in where)
+    return f"{name}: {int(mismatch.sum())} of {a.numel()} differ, first at {shown}"
+
+
+def assert_identical(name: str, a: torch.Tensor, b: torch.Tensor) -> None:
+    """Bit-for-bit equality of values (NaN matches NaN), with a report of where it fails."""
+    assert a.shape == b.shape and a.dtype == b.dtype, f"{name}: {a.shape}/{a.dtype} vs {b.shape}/{b.dtype}"
+    same = (a == b) | (a.isnan() & b.isnan())
+    assert bool(same.all()), describe_mismatch(name, a, b, ~same)
+
+
+def assert_close(name: str, a: torch.Tensor, b: torch.Tensor, atol: float) -> None:
+    same = ((a - b).abs() <= atol) | (a == b) | (a.isnan() & b.isnan())
+    assert bool(same.all()), describe_mismatch(f"{name} (atol {atol:g})", a, b, ~same)
