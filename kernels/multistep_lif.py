@@ -7,8 +7,10 @@ operation order are the spec's (``neuro_emu/ops/multistep_lif.py``); every launc
 use ``div_rn`` (IEEE round-to-nearest, not the approximate ``div.full``), which keeps the kernel
 bit-exact with the Numba twin and the PyTorch spec.
 
-Traffic per neuron-step: forward reads x and writes s (+ h when training); backward reads h and
-grad_s and writes grad_x. Saved for backward: h in x's dtype, one value per neuron-step.
+Saved for backward: nothing new. Backward keeps a reference to x (and v_init) and recomputes the
+pre-reset membrane h in float32, exactly as the forward had it. Traffic per neuron-step: forward
+reads x and writes s; backward reads x, writes and re-reads h in a float32 scratch (grad_x itself
+for float32 inputs, so no extra memory) and reads grad_s, writes grad_x.
 """
 
 from __future__ import annotations
@@ -56,54 +58,69 @@ def _store_rounded(ptr, b_value, mask):
 
 
 @triton.jit
+def _lif_step(b_v, b_x, beta, v_th, v_reset, RESET: tl.constexpr):
+    """One neuron-step of the spec on a block: returns (h, s, v_next), all float32."""
+    b_h = b_v * beta + b_x
+    b_fire = b_h >= v_th
+    b_s = b_fire.to(tl.float32)
+    if RESET == 0:
+        b_v = b_h - b_s * v_th
+    elif RESET == 1:
+        b_v = tl.where(b_fire, v_reset, b_h)
+    else:
+        b_v = b_h
+    return b_h, b_s, b_v
+
+
+@triton.jit
+def _load_membrane(ptr, o_n, m_n, HAS: tl.constexpr, BLOCK: tl.constexpr):
+    if HAS:
+        return tl.load(ptr + o_n, mask=m_n, other=0.0)
+    return tl.zeros([BLOCK], dtype=tl.float32)
+
+
+@triton.jit
 def _multistep_lif_fwd_kernel(
-    x_ptr, v_init_ptr, s_ptr, h_ptr, v_out_ptr,
+    x_ptr, v_init_ptr, s_ptr, v_out_ptr,
     T, N, beta, v_th, v_reset,
-    RESET: tl.constexpr, HAS_V_INIT: tl.constexpr, SAVE_H: tl.constexpr, BLOCK: tl.constexpr,
+    RESET: tl.constexpr, HAS_V_INIT: tl.constexpr, BLOCK: tl.constexpr,
 ):
     i_n = tl.program_id(0)
     o_n = i_n.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)  # [BLOCK] int64: T*N may pass 2^31
     m_n = o_n < N
-    if HAS_V_INIT:
-        b_v = tl.load(v_init_ptr + o_n, mask=m_n, other=0.0)
-    else:
-        b_v = tl.zeros([BLOCK], dtype=tl.float32)
+    b_v = _load_membrane(v_init_ptr, o_n, m_n, HAS_V_INIT, BLOCK)
     o_tn = o_n
     for _ in range(T):
         b_x = tl.load(x_ptr + o_tn, mask=m_n, other=0.0).to(tl.float32)
-        b_h = b_v * beta + b_x
-        b_fire = b_h >= v_th
-        b_s = b_fire.to(tl.float32)
+        _, b_s, b_v = _lif_step(b_v, b_x, beta, v_th, v_reset, RESET)
         tl.store(s_ptr + o_tn, b_s.to(s_ptr.dtype.element_ty), mask=m_n)
-        if SAVE_H:
-            _store_rounded(h_ptr + o_tn, b_h, m_n)
-        if RESET == 0:
-            b_v = b_h - b_s * v_th
-        elif RESET == 1:
-            b_v = tl.where(b_fire, v_reset, b_h)
-        else:
-            b_v = b_h
         o_tn += N
     tl.store(v_out_ptr + o_n, b_v, mask=m_n)
 
 
 @triton.jit
 def _multistep_lif_bwd_kernel(
-    grad_s_ptr, grad_v_ptr, h_ptr, grad_x_ptr, grad_v_init_ptr,
+    x_ptr, v_init_ptr, grad_s_ptr, grad_v_ptr, h_ptr, grad_x_ptr, grad_v_init_ptr,
     T, N, beta, v_th, v_reset, sg_a, sg_b,
     RESET: tl.constexpr, SURROGATE: tl.constexpr, DETACH_RESET: tl.constexpr,
-    HAS_GRAD_V: tl.constexpr, BLOCK: tl.constexpr,
+    HAS_V_INIT: tl.constexpr, HAS_GRAD_V: tl.constexpr, BLOCK: tl.constexpr,
 ):
     i_n = tl.program_id(0)
     o_n = i_n.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)  # [BLOCK]
     m_n = o_n < N
-    if HAS_GRAD_V:
-        b_gv = tl.load(grad_v_ptr + o_n, mask=m_n, other=0.0)
-    else:
-        b_gv = tl.zeros([BLOCK], dtype=tl.float32)
-    o_tn = o_n + (tl.zeros_like(o_n) + N) * (T - 1)  # last step, multiplied in int64
+    # Recompute h forward into the float32 scratch h_ptr (grad_x itself for float32 inputs).
+    b_v = _load_membrane(v_init_ptr, o_n, m_n, HAS_V_INIT, BLOCK)
+    o_tn = o_n
     for _ in range(T):
-        b_h = tl.load(h_ptr + o_tn, mask=m_n, other=0.0).to(tl.float32)
+        b_x = tl.load(x_ptr + o_tn, mask=m_n, other=0.0).to(tl.float32)
+        b_h, _, b_v = _lif_step(b_v, b_x, beta, v_th, v_reset, RESET)
+        tl.store(h_ptr + o_tn, b_h, mask=m_n)
+        o_tn += N
+    # BPTT in reverse time; each lane reads its own h[t] before writing grad_x[t] over it.
+    b_gv = _load_membrane(grad_v_ptr, o_n, m_n, HAS_GRAD_V, BLOCK)
+    for _ in range(T):
+        o_tn -= N
+        b_h = tl.load(h_ptr + o_tn, mask=m_n, other=0.0)
         b_gs = tl.load(grad_s_ptr + o_tn, mask=m_n, other=0.0).to(tl.float32)
         b_g = _surrogate_grad(b_h - v_th, sg_a, sg_b, SURROGATE)
         if RESET == 0:
@@ -122,7 +139,6 @@ def _multistep_lif_bwd_kernel(
         b_gh = b_gs * b_g + b_gv * b_dv_dh
         _store_rounded(grad_x_ptr + o_tn, b_gh, m_n)
         b_gv = b_gh * beta
-        o_tn -= N
     tl.store(grad_v_init_ptr + o_n, b_gv, mask=m_n)
 
 
@@ -131,56 +147,44 @@ def _grid(n: int) -> tuple[int]:
 
 
 def multistep_lif_fwd(
-    x: torch.Tensor,
-    v_init: torch.Tensor | None,
-    beta: float,
-    v_th: float,
-    v_reset: float,
+    x: torch.Tensor, v_init: torch.Tensor | None, beta: float, v_th: float, v_reset: float,
     reset: int,
-    save_h: bool,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor]:
     """x: [T, N] contiguous, v_init: [N] float32 or None -> (spikes [T, N] in x.dtype,
-    v_final [N] float32, h [T, N] in x.dtype if save_h else an empty [0])."""
+    v_final [N] float32)."""
     steps, n = x.shape
     spikes = torch.empty_like(x)
-    h = torch.empty_like(x) if save_h else x.new_empty(0)
     v_final = torch.empty(n, dtype=torch.float32, device=x.device)
     if n == 0:
-        return spikes, v_final, h
+        return spikes, v_final
     _multistep_lif_fwd_kernel[_grid(n)](
-        x, v_init if v_init is not None else v_final, spikes, h if save_h else spikes, v_final,
+        x, v_final if v_init is None else v_init, spikes, v_final,
         steps, n, beta, v_th, v_reset,
-        RESET=reset, HAS_V_INIT=v_init is not None, SAVE_H=save_h, BLOCK=BLOCK,
+        RESET=reset, HAS_V_INIT=v_init is not None, BLOCK=BLOCK,
         num_warps=NUM_WARPS, enable_fp_fusion=False,
     )
-    return spikes, v_final, h
+    return spikes, v_final
 
 
 def multistep_lif_bwd(
-    grad_s: torch.Tensor,
-    grad_v: torch.Tensor | None,
-    h: torch.Tensor,
-    beta: float,
-    v_th: float,
-    v_reset: float,
-    reset: int,
-    surrogate: int,
-    sg_a: float,
-    sg_b: float,
+    grad_s: torch.Tensor, grad_v: torch.Tensor | None, x: torch.Tensor, v_init: torch.Tensor | None,
+    beta: float, v_th: float, v_reset: float, reset: int, surrogate: int, sg_a: float, sg_b: float,
     detach_reset: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """grad_s, h: [T, N] in x.dtype, grad_v: [N] float32 or None -> (grad_x [T, N] in x.dtype,
+    """grad_s, x: [T, N], grad_v, v_init: [N] float32 or None -> (grad_x [T, N] in x.dtype,
     grad_v_init [N] float32)."""
-    steps, n = h.shape
-    grad_x = torch.empty_like(h)
-    grad_v_init = torch.empty(n, dtype=torch.float32, device=h.device)
+    steps, n = x.shape
+    grad_x = torch.empty_like(x)
+    h = grad_x if x.dtype == torch.float32 else torch.empty_like(x, dtype=torch.float32)
+    grad_v_init = torch.empty(n, dtype=torch.float32, device=x.device)
     if n == 0:
         return grad_x, grad_v_init
     _multistep_lif_bwd_kernel[_grid(n)](
-        grad_s, grad_v if grad_v is not None else grad_v_init, h, grad_x, grad_v_init,
+        x, grad_v_init if v_init is None else v_init, grad_s,
+        grad_v_init if grad_v is None else grad_v, h, grad_x, grad_v_init,
         steps, n, beta, v_th, v_reset, sg_a, sg_b,
         RESET=reset, SURROGATE=surrogate, DETACH_RESET=detach_reset,
-        HAS_GRAD_V=grad_v is not None, BLOCK=BLOCK,
+        HAS_V_INIT=v_init is not None, HAS_GRAD_V=grad_v is not None, BLOCK=BLOCK,
         num_warps=NUM_WARPS, enable_fp_fusion=False,
     )
     return grad_x, grad_v_init

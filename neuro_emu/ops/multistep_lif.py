@@ -19,9 +19,10 @@ Backward is BPTT with the surrogate ``g(u)`` of :mod:`neuro_emu.ops.surrogate` s
 with ``dv_dh = 1 - v_th * g`` (subtract), ``(1 - s) + (v_reset - h) * g`` (zero), ``1`` (none),
 and ``dv_dh = 1`` resp. ``1 - s`` when ``detach_reset=True``.
 
-Saved for backward: the pre-reset membrane ``h`` only, in x's dtype (4 bytes per neuron-step for
-float32, 2 for float16/bfloat16); ``s`` is recomputed as ``h >= v_th``. For 16-bit inputs the
-saved ``h`` is rounded to x's dtype on every backend, so gradients stay identical across backends.
+Saved for backward by the kernel backends: references to x and v_init only, no new memory (x is
+one value per neuron-step in its own dtype, and stays alive only if nothing else holds it). The
+backward kernel recomputes ``h`` in float32 from them, bit for bit as the forward had it, and
+derives ``s = h >= v_th``; so 16-bit inputs get their surrogate from the exact float32 ``h``.
 
 NaN and Inf follow IEEE arithmetic and are not checked (a check would cost a pass over memory):
 a NaN membrane never spikes and stays NaN; +Inf spikes at every step after; -Inf never spikes.
@@ -195,15 +196,14 @@ class _LIFStep(torch.autograd.Function):
             fire = h >= p.v_th
             s = fire.to(acc)
             v_next = (h - s * p.v_th, torch.where(fire, p.v_reset, h), h)[p.reset]
-        ctx.save_for_backward(h.to(x_t.dtype))
-        ctx.p, ctx.smooth, ctx.acc = p, smooth, acc
+        ctx.save_for_backward(h)
+        ctx.p, ctx.smooth, ctx.x_dtype = p, smooth, x_t.dtype
         return s.to(x_t.dtype), v_next
 
     @staticmethod
     def backward(ctx, grad_s, grad_v):  # noqa: D102
-        (h_saved,) = ctx.saved_tensors
-        p, acc = ctx.p, ctx.acc
-        h = h_saved.to(acc)
+        (h,) = ctx.saved_tensors
+        p, acc = ctx.p, h.dtype
         grad_s = torch.zeros_like(h) if grad_s is None else grad_s.to(acc)
         grad_v = torch.zeros_like(h) if grad_v is None else grad_v
         g = surrogate_grad(h - p.v_th, p.surrogate, p.sg_a, p.sg_b)
@@ -219,7 +219,7 @@ class _LIFStep(torch.autograd.Function):
         else:
             dv_dh = 1.0
         grad_h = grad_s * g + grad_v * dv_dh
-        return grad_h.to(h_saved.dtype), grad_h * p.beta, None, None
+        return grad_h.to(ctx.x_dtype), grad_h * p.beta, None, None
 
 
 def multistep_lif_torch(
@@ -250,31 +250,30 @@ def _multistep_lif_fwd(
     sg_a: float,
     sg_b: float,
     detach_reset: bool,
-    save_h: bool,
     backend: str,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Kernel forward: x [T, *shape] -> (spikes [T, *shape], v_final [*shape] f32, h or [0])."""
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Kernel forward: x [T, *shape] -> (spikes [T, *shape] in x.dtype, v_final [*shape] f32).
+
+    The surrogate arguments are unused here; they ride along for the backward."""
     kernel = importlib.import_module(_KERNEL_MODULES[backend])
-    steps, shape = x.shape[0], x.shape[1:]
-    v0 = None if v_init is None else v_init.to(torch.float32).reshape(-1).contiguous()
-    spikes, v_final, h = kernel.multistep_lif_fwd(
-        x.contiguous().reshape(steps, -1), v0, beta, v_th, v_reset, reset, save_h
+    steps = x.shape[0]
+    spikes, v_final = kernel.multistep_lif_fwd(
+        x.contiguous().view(steps, -1), _flat_membrane(v_init), beta, v_th, v_reset, reset
     )
-    h = h.reshape(x.shape) if save_h else h
-    return spikes.reshape(x.shape), v_final.reshape(shape), h
+    return spikes.view(x.shape), v_final.view(x.shape[1:])
 
 
 @_multistep_lif_fwd.register_fake
-def _(x, v_init, beta, v_th, reset, v_reset, surrogate, sg_a, sg_b, detach_reset, save_h, backend):
-    h = torch.empty_like(x) if save_h else x.new_empty(0)
-    return torch.empty_like(x), x.new_empty(x.shape[1:], dtype=torch.float32), h
+def _(x, v_init, beta, v_th, reset, v_reset, surrogate, sg_a, sg_b, detach_reset, backend):
+    return torch.empty_like(x), x.new_empty(x.shape[1:], dtype=torch.float32)
 
 
 @torch.library.custom_op("neuro_emu::multistep_lif_bwd", mutates_args=())
 def _multistep_lif_bwd(
     grad_s: torch.Tensor,
     grad_v: torch.Tensor | None,
-    h: torch.Tensor,
+    x: torch.Tensor,
+    v_init: torch.Tensor | None,
     beta: float,
     v_th: float,
     reset: int,
@@ -285,47 +284,47 @@ def _multistep_lif_bwd(
     detach_reset: bool,
     backend: str,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Kernel BPTT: (grad_s [T, *shape], grad_v_final [*shape], saved h) -> (grad_x, grad_v_init)."""
+    """Kernel BPTT: (grad_s [T, *shape], grad_v_final [*shape], the forward's x and v_init) ->
+    (grad_x [T, *shape] in x.dtype, grad_v_init [*shape] float32). Recomputes h from x."""
     kernel = importlib.import_module(_KERNEL_MODULES[backend])
-    steps, shape = h.shape[0], h.shape[1:]
-    gv = None if grad_v is None else grad_v.to(torch.float32).reshape(-1).contiguous()
+    steps = x.shape[0]
     grad_x, grad_v_init = kernel.multistep_lif_bwd(
-        grad_s.to(h.dtype).contiguous().reshape(steps, -1),
-        gv,
-        h.reshape(steps, -1),
-        beta,
-        v_th,
-        v_reset,
-        reset,
-        surrogate,
-        sg_a,
-        sg_b,
-        detach_reset,
+        grad_s.to(x.dtype).contiguous().view(steps, -1),
+        _flat_membrane(grad_v),
+        x.contiguous().view(steps, -1),
+        _flat_membrane(v_init),
+        beta, v_th, v_reset, reset, surrogate, sg_a, sg_b, detach_reset,
     )
-    return grad_x.reshape(h.shape), grad_v_init.reshape(shape)
+    return grad_x.view(x.shape), grad_v_init.view(x.shape[1:])
 
 
 @_multistep_lif_bwd.register_fake
-def _(grad_s, grad_v, h, beta, v_th, reset, v_reset, surrogate, sg_a, sg_b, detach_reset, backend):
-    return torch.empty_like(h), h.new_empty(h.shape[1:], dtype=torch.float32)
+def _(grad_s, grad_v, x, v_init, beta, v_th, reset, v_reset, surrogate, sg_a, sg_b, detach_reset,
+      backend):
+    return torch.empty_like(x), x.new_empty(x.shape[1:], dtype=torch.float32)
+
+
+def _flat_membrane(v: torch.Tensor | None) -> torch.Tensor | None:
+    """[*shape] membrane (or its gradient) of any float dtype -> [N] contiguous float32."""
+    return None if v is None else v.to(torch.float32).reshape(-1).contiguous()
 
 
 def _setup_context(ctx, inputs, output):
-    x, v_init, *params, _save_h, backend = inputs
-    ctx.save_for_backward(output[2])
+    x, v_init, *params, backend = inputs
+    ctx.set_materialize_grads(False)  # an unused output's gradient stays None, not zero-filled
+    ctx.save_for_backward(x, v_init)  # references to the inputs: no new memory
     ctx.params, ctx.backend = params, backend
-    ctx.v_init_dtype = None if v_init is None else v_init.dtype
 
 
-def _backward(ctx, grad_s, grad_v, _grad_h):
-    (h,) = ctx.saved_tensors
+def _backward(ctx, grad_s, grad_v):
+    x, v_init = ctx.saved_tensors
     if grad_s is None:
-        grad_s = torch.zeros_like(h)
+        grad_s = torch.zeros_like(x)
     grad_x, grad_v_init = torch.ops.neuro_emu.multistep_lif_bwd(
-        grad_s, grad_v, h, *ctx.params, ctx.backend
+        grad_s, grad_v, x, v_init, *ctx.params, ctx.backend
     )
-    grad_v_init = None if ctx.v_init_dtype is None else grad_v_init.to(ctx.v_init_dtype)
-    return (grad_x, grad_v_init) + (None,) * 10
+    grad_v_init = None if v_init is None else grad_v_init.to(v_init.dtype)
+    return (grad_x, grad_v_init) + (None,) * 9
 
 
 _multistep_lif_fwd.register_autograd(_backward, setup_context=_setup_context)
@@ -373,10 +372,7 @@ def multistep_lif(
     if backend == "torch":
         spikes, v_final = multistep_lif_torch(x, v_init, p)
     else:
-        needs_grad = torch.is_grad_enabled() and (
-            x.requires_grad or (v_init is not None and v_init.requires_grad)
-        )
-        spikes, v_final, _ = torch.ops.neuro_emu.multistep_lif_fwd(
+        spikes, v_final = torch.ops.neuro_emu.multistep_lif_fwd(
             x,
             v_init,
             p.beta,
@@ -387,7 +383,6 @@ def multistep_lif(
             p.sg_a,
             p.sg_b,
             p.detach_reset,
-            needs_grad,
             backend,
         )
     return (spikes, v_final) if return_state else spikes
