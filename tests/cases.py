@@ -10,13 +10,8 @@ from dataclasses import dataclass
 import pytest
 import torch
 
+from neuro_emu.conformance import compare_tensors
 from neuro_emu.ops import available_backends
-
-# Gradient tolerances, keyed by surrogate. Absent means exact (deviation count 0): atan, triangle
-# and rectangle use only correctly rounded IEEE operations in the same order on every backend.
-# sigmoid calls exp, whose last bit differs between Sleef (torch), libm (Numba) and numpy/CUDA
-# (Triton), an error of a few ulp of g <= alpha/4 per step that BPTT sums over at most T steps.
-GRAD_ATOL_PER_STEP = {"sigmoid": 1e-6}
 
 # The Triton interpreter runs kernels in numpy, slowly: it gets the small cases only.
 INTERPRETED_MAX_ELEMENTS = 50_000
@@ -33,7 +28,7 @@ class NeuronCase:
     surrogate: str = "atan"
     detach_reset: bool = False
     dtype: torch.dtype = torch.float32
-    inputs: str = "uniform"  # "uniform" | "threshold" (on v_th and one ulp either side) | "nonfinite"
+    inputs: str = "uniform"  # | "threshold" (on v_th and one ulp either side) | "nonfinite"
     v_th: float = 1.0
     v_reset: float = 0.0
 
@@ -54,7 +49,8 @@ class NeuronCase:
         if self.inputs == "threshold":
             # On v_th, one ulp below, one ulp above, and the same around v_th - v (later steps).
             v_th = torch.tensor(self.v_th)
-            edge = torch.stack([v_th, torch.nextafter(v_th, -v_th), torch.nextafter(v_th, 2 * v_th)])
+            below, above = torch.nextafter(v_th, -v_th), torch.nextafter(v_th, 2 * v_th)
+            edge = torch.stack([v_th, below, above])
             flat = x.view(self.steps, -1)
             flat[:, : flat.shape[1]] = edge.repeat(flat.shape[1] // 3 + 1)[: flat.shape[1]]
         if self.inputs == "nonfinite":
@@ -73,7 +69,7 @@ def _cases() -> list[NeuronCase]:
     for (neuron, beta), reset, v_init in itertools.product(
         [("if", 1.0), ("lif", 0.5)], ["subtract", "zero", "none"], [False, True]
     ):
-        for steps, shape in zip([1, 2, 7, 32], shapes):
+        for steps, shape in zip([1, 2, 7, 32], shapes, strict=True):
             vi = "-vinit" if v_init else ""
             cases.append(
                 NeuronCase(f"{neuron}-{reset}{vi}-T{steps}-{'x'.join(map(str, shape))}",
@@ -89,7 +85,8 @@ def _cases() -> list[NeuronCase]:
         )
     cases += [
         NeuronCase("if-threshold-ulp-T7", 7, (301,), beta=1.0, inputs="threshold"),
-        NeuronCase("lif-threshold-ulp-vth0.3-T7", 7, (301,), beta=0.75, v_th=0.3, inputs="threshold"),
+        NeuronCase("lif-threshold-ulp-vth0.3-T7", 7, (301,), beta=0.75, v_th=0.3,
+                   inputs="threshold"),
         NeuronCase("lif-nan-inf-T7", 7, (5,), inputs="nonfinite"),
         NeuronCase("lif-nan-inf-zero-T7", 7, (5,), reset="zero", inputs="nonfinite", v_init=True),
         NeuronCase("lif-bf16-T7", 7, (3, 101), dtype=torch.bfloat16, v_init=True),
@@ -111,20 +108,12 @@ def backend_pairs(case: NeuronCase) -> list[tuple[str, str]]:
     return list(itertools.combinations(backends, 2))
 
 
-def describe_mismatch(name: str, a: torch.Tensor, b: torch.Tensor, mismatch: torch.Tensor) -> str:
-    """Where two tensors differ: the count and the first few indices with both values."""
-    where = mismatch.nonzero()[:5].tolist()
-    shown = "; ".join(f"{tuple(i)}: {a[tuple(i)].item()!r} vs {b[tuple(i)].item()!r}" for i in where)
-    return f"{name}: {int(mismatch.sum())} of {a.numel()} differ, first at {shown}"
-
-
 def assert_identical(name: str, a: torch.Tensor, b: torch.Tensor) -> None:
     """Bit-for-bit equality of values (NaN matches NaN), with a report of where it fails."""
-    assert a.shape == b.shape and a.dtype == b.dtype, f"{name}: {a.shape}/{a.dtype} vs {b.shape}/{b.dtype}"
-    same = (a == b) | (a.isnan() & b.isnan())
-    assert bool(same.all()), describe_mismatch(name, a, b, ~same)
+    assert_close(name, a, b, atol=0.0)
 
 
 def assert_close(name: str, a: torch.Tensor, b: torch.Tensor, atol: float) -> None:
-    same = ((a - b).abs() <= atol) | (a == b) | (a.isnan() & b.isnan())
-    assert bool(same.all()), describe_mismatch(f"{name} (atol {atol:g})", a, b, ~same)
+    assert a.dtype == b.dtype, f"{name}: dtype {a.dtype} vs {b.dtype}"
+    mismatch = compare_tensors(a, b, atol)
+    assert mismatch.count == 0, f"{name} (atol {atol:g}): {mismatch.describe()}"

@@ -12,10 +12,10 @@ from hypothesis import strategies as st
 
 from neuro_emu.ops import lif_params, multistep_if, multistep_lif
 from neuro_emu.ops.multistep_lif import multistep_lif_torch, resolve_backend
+from neuro_emu.conformance import GRAD_ATOL_PER_STEP
 from tests.cases import (
     CASE_PARAMS,
     CASES,
-    GRAD_ATOL_PER_STEP,
     assert_close,
     assert_identical,
     backend_pairs,
@@ -214,6 +214,6 @@ def test_fuzz_numba_triton_torch(steps, n, beta, v_th, reset, surrogate, detach_
         (s * grad_s).sum().backward()
         results.append((s, v, xb.grad, None if vb is None else vb.grad))
     for other in results[1:]:
-        for name, a, b in zip(("spikes", "v_final", "grad_x", "grad_v_init"), results[0], other):
+        for name, a, b in zip(("spikes", "v_final", "grad_x", "grad_v_init"), results[0], other, strict=True):
             if a is not None:
                 assert_identical(name, a.detach(), b.detach())

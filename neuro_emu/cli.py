@@ -1,0 +1,150 @@
+"""The ``neuro-emu`` command line: ``conform``, ``bench`` and ``demo``.
+
+Exit status: 0 success, 1 a deviation from the numerics contract (or a failed benchmark run),
+2 bad usage (argparse's convention).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import sys
+from collections.abc import Sequence
+
+
+def _use_triton_interpreter_without_gpu() -> None:
+    """Without CUDA, run Triton kernels in Triton's CPU interpreter. Must happen before any kernel
+    module is imported, so it runs first in every subcommand."""
+    import torch
+
+    if not torch.cuda.is_available() and importlib.util.find_spec("triton") is not None:
+        os.environ.setdefault("TRITON_INTERPRET", "1")
+
+
+def _backend_list(text: str) -> list[str]:
+    names = [b.strip() for b in text.split(",") if b.strip()]
+    from neuro_emu.ops import BACKENDS
+
+    unknown = [b for b in names if b not in BACKENDS]
+    if unknown or len(names) < 2:
+        raise argparse.ArgumentTypeError(
+            f"give at least two of {','.join(BACKENDS)} separated by commas, got {text!r}"
+        )
+    return names
+
+
+def cmd_conform(args: argparse.Namespace) -> int:
+    import torch
+
+    from neuro_emu.conformance import default_suite, run_suite
+    from neuro_emu.ops import available_backends, backend_unavailable_reason
+
+    backends = args.backends or available_backends("cpu")
+    for backend in backends:
+        reason = backend_unavailable_reason(backend, torch.device("cpu"))
+        if reason:
+            print(f"neuro-emu conform: backend {backend} is not available: {reason}",
+                  file=sys.stderr)
+            return 2
+    if os.environ.get("TRITON_INTERPRET") == "1" and "triton" in backends:
+        print("note: no GPU here, so Triton runs in its CPU interpreter (slow, same numerics)")
+    cases = default_suite(steps=args.steps, size=args.size)
+    reports = run_suite(cases, backends=backends, seed=args.seed, progress=not args.quiet)
+    failed = [r for r in reports if not r.ok]
+    for report in reports:
+        if args.verbose or not report.ok:
+            print(report.format())
+    checks = sum(r.checks for r in reports)
+    deviations = sum(d.mismatch.count for r in reports for d in r.deviations)
+    print(
+        f"conformance: {len(reports)} cases x {len(backends)} backends ({', '.join(backends)}), "
+        f"T={args.steps}, N={args.size}: {checks} element checks, {deviations} deviations "
+        f"beyond the contract, {len(failed)} failing cases"
+    )
+    if args.json:
+        rows = [
+            {"case": r.case, "backends": list(d.backends), "quantity": d.quantity,
+             "mismatches": d.mismatch.count, "total": d.mismatch.total,
+             "max_abs_diff": d.mismatch.max_abs_diff, "atol": d.atol, "ok": d.ok}
+            for r in reports for d in r.deviations
+        ]
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(rows, f, indent=1)
+        print(f"wrote {args.json}")
+    return 1 if failed else 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from neuro_emu.benchmarks import run_suite
+
+    return run_suite(args.suite, quick=args.quick, pytest_args=args.pytest_args)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    print("== neuro-emu demo: the fused IF/LIF neuron kernels ==\n")
+    print("-- 1. Do the backends agree, spike for spike? --")
+    status = cmd_conform(
+        argparse.Namespace(backends=None, steps=16, size=10_007, seed=0, verbose=False,
+                           quiet=False, json=None)
+    )
+    print("\n-- 2. How fast is each backend? --")
+    bench_status = cmd_bench(argparse.Namespace(suite="neurons", quick=args.quick, pytest_args=[]))
+    return status or bench_status
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="neuro-emu", description="Spiking-neural-network hardware emulation on CPUs and GPUs."
+    )
+    parser.add_argument("--version", action="version",
+                        version=f"%(prog)s {__import__('neuro_emu').__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    conform = sub.add_parser(
+        "conform", help="run every backend on the same inputs and count deviations",
+        description="Runs IF/LIF neurons (every reset mode and surrogate) forward and backward on "
+        "each backend and compares them pairwise. Exits 1 on any deviation the numerics contract "
+        "forbids. Without a GPU, Triton runs in its CPU interpreter.",
+    )
+    conform.add_argument("--backends", type=_backend_list, default=None,
+                         help="comma-separated, e.g. torch,numba (default: all available)")
+    conform.add_argument("--steps", type=int, default=16, help="time steps T (default 16)")
+    conform.add_argument("--size", type=int, default=10_007, help="neurons N (default 10007)")
+    conform.add_argument("--seed", type=int, default=0)
+    conform.add_argument("-v", "--verbose", action="store_true",
+                         help="print every case's table, not only failing ones")
+    conform.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    conform.add_argument("--json", metavar="PATH", help="also write the deviations as JSON")
+    conform.set_defaults(func=cmd_conform)
+
+    bench = sub.add_parser(
+        "bench", help="run a benchmark suite (pytest-benchmark) and write bench/results/",
+        description="Runs bench/test_<suite>.py from a source checkout; extra arguments after "
+        "'--' go to pytest.",
+    )
+    bench.add_argument("--suite", required=True, choices=["neurons"])
+    bench.add_argument("--quick", action="store_true", help="small shapes, for a smoke run")
+    bench.add_argument("pytest_args", nargs="*", help="passed to pytest (after --)")
+    bench.set_defaults(func=cmd_bench)
+
+    demo = sub.add_parser("demo", help="conformance plus throughput of the neuron kernels")
+    demo.add_argument("--quick", action="store_true", help="small benchmark shapes")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    for name in ("steps", "size"):
+        value = getattr(args, name, 1)
+        if value < 1:
+            print(f"neuro-emu: error: --{name} must be >= 1, got {value}", file=sys.stderr)
+            return 2
+    _use_triton_interpreter_without_gpu()
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""The neuro-emu console script: exit codes, messages, output files."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from neuro_emu.cli import main
+
+
+def test_conform_passes_and_writes_json(tmp_path, capsys):
+    out = tmp_path / "conform.json"
+    status = main(["conform", "--steps", "3", "--size", "31", "-q", "--json", str(out)])
+    text = capsys.readouterr().out
+    assert status == 0, text
+    assert "0 deviations beyond the contract, 0 failing cases" in text
+    rows = json.loads(out.read_text())
+    assert rows and all(r["ok"] for r in rows)
+    assert {r["quantity"] for r in rows} == {"spikes", "v_final", "grad_x", "grad_v_init"}
+
+
+def test_conform_exits_one_on_deviation(monkeypatch, capsys):
+    from neuro_emu import conformance
+
+    real = conformance.multistep_lif
+
+    def broken(x, v, *, backend, **kw):
+        out = real(x, v, backend=backend, **kw)
+        return (out[0] * 0, out[1]) if backend == "numba" else out
+
+    monkeypatch.setattr(conformance, "multistep_lif", broken)
+    status = main(["conform", "--steps", "2", "--size", "50", "-q", "--backends", "torch,numba"])
+    text = capsys.readouterr().out
+    assert status == 1
+    assert "DEVIATES" in text and "FAIL" in text
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["conform", "--backends", "torch"], "at least two"),
+        (["conform", "--backends", "torch,cupy"], "at least two of"),
+        (["conform", "--steps", "0"], "--steps must be >= 1"),
+        (["bench", "--suite", "nope"], "invalid choice"),
+        ([], "required"),
+    ],
+)
+def test_usage_errors_exit_two(argv, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        status = main(argv)
+        raise SystemExit(status)
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_console_script_help():
+    result = subprocess.run(
+        [sys.executable, "-m", "neuro_emu.cli", "--help"], capture_output=True, text=True
+    )
+    assert result.returncode == 0
+    assert "conform" in result.stdout and "bench" in result.stdout
