@@ -165,7 +165,8 @@ def make_workload(case: Case, device: torch.device) -> Callable[[], None]:
 
 
 def time_call(fn: Callable[[], None]) -> float:
-    """Seconds one call of ``fn`` takes (also its warm-up: compiles, first allocations)."""
+    """Seconds a warm call of ``fn`` takes, timed after a first call that compiles and warms up."""
+    fn()
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
@@ -177,7 +178,7 @@ def rounds_for(call_s: float) -> int:
 
 
 @functools.lru_cache(maxsize=1)  # cases come grouped by shape and dtype: one reference at a time
-def _reference_spikes(steps: int, n: int, dtype: torch.dtype, device: torch.device):
+def _reference_spikes(steps: int, n: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     with torch.no_grad():
         return neuron_fn("torch")(bench_input(steps, n, dtype, device))
 
@@ -267,8 +268,8 @@ def _markdown(table: list[dict], skipped: list[dict], meta: dict) -> str:
         "",
         "Multi-step LIF, beta = 0.5, v_th = 1, soft reset, ATan surrogate (alpha = 2), on "
         f"x = rand(T, N) * {INPUT_SCALE}. Times are the median and min over the rounds; "
-        "throughput and ratios use the medians. \"x torch loop\" is the speed-up over our PyTorch "
-        "loop in the same mode; \"% copy\" is the copy time over the subject's time (forward "
+        'throughput and ratios use the medians. "x torch loop" is the speed-up over our PyTorch '
+        'loop in the same mode; "% copy" is the copy time over the subject\'s time (forward '
         "only): copy-alloc = `x.clone()` (a fresh output, as every neuron op allocates), "
         "copy-inplace = `out.copy_(x)` (pure bandwidth). Deviations: spikes differing from our "
         "torch backend, out of T * N. Timings on a shared machine are noisy: compare within a "
@@ -283,7 +284,7 @@ def _markdown(table: list[dict], skipped: list[dict], meta: dict) -> str:
         deviations = "" if r["spike_deviations"] is None else f"{r['spike_deviations']} / {steps}"
         lines.append(
             f"| {r['T']} x {r['N']} | {r['dtype']} | {r['mode']} | {r['subject']} "
-            f"| {r['median_s'] * 1e3:.2f} | {r['min_s'] * 1e3:.2f} | {r['rounds']} "
+            f"| {r['median_s'] * 1e3:.3g} | {r['min_s'] * 1e3:.3g} | {r['rounds']} "
             f"| {r['neuron_steps_per_s'] / 1e6:.0f} | {num(r['speedup_vs_torch'], '.2f')} "
             f"| {num(r['fraction_of_copy_alloc'], '.0f', 100)} "
             f"| {num(r['fraction_of_copy_inplace'], '.0f', 100)} | {deviations} |"

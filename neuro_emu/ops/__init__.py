@@ -10,6 +10,7 @@ from neuro_emu.ops.multistep_lif import (
     multistep_lif,
 )
 from neuro_emu.ops.surrogate import SURROGATES, surrogate_grad, surrogate_primitive
+from neuro_emu.reference.buffers import set_cpu_buffer_cache
 
 __all__ = [
     "BACKENDS",
@@ -20,6 +21,7 @@ __all__ = [
     "lif_params",
     "multistep_if",
     "multistep_lif",
+    "set_cpu_buffer_cache",
     "surrogate_grad",
     "surrogate_primitive",
 ]
