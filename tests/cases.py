@@ -13,6 +13,15 @@ import torch
 from neuro_emu.conformance import compare_tensors
 from neuro_emu.ops import available_backends
 
+# With a GPU the Triton kernels run natively on CUDA copies of the inputs; without one, in Triton's
+# interpreter on the CPU tensors (tests/conftest.py sets TRITON_INTERPRET=1).
+BACKENDS = ["torch", "numba", "triton"]
+
+
+def device_for(backend: str) -> torch.device:
+    return torch.device("cuda" if backend == "triton" and torch.cuda.is_available() else "cpu")
+
+
 # The Triton interpreter runs kernels in numpy, slowly: it gets the small cases only.
 INTERPRETED_MAX_ELEMENTS = 50_000
 
@@ -102,7 +111,7 @@ CASE_PARAMS = [pytest.param(case, id=case.name) for case in CASES]
 
 def backend_pairs(case: NeuronCase) -> list[tuple[str, str]]:
     """Every pair of backends that can run ``case`` here, for an all-against-all comparison."""
-    backends = available_backends("cpu")
+    backends = [b for b in BACKENDS if b in available_backends(device_for(b))]
     if os.environ.get("TRITON_INTERPRET") == "1" and case.numel > INTERPRETED_MAX_ELEMENTS:
         backends = [b for b in backends if b != "triton"]
     return list(itertools.combinations(backends, 2))

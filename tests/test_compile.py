@@ -7,13 +7,14 @@ import torch
 
 from neuro_emu.layers import LIF
 from neuro_emu.ops import multistep_lif
-from tests.cases import assert_identical
+from tests.cases import assert_identical, device_for
 
 
 @pytest.mark.parametrize("backend", ["numba", "triton"])
 def test_opcheck(backend):
-    x = (torch.rand(5, 2, 9) * 1.5).requires_grad_()
-    v_init = torch.rand(2, 9, requires_grad=True)
+    dev = device_for(backend)
+    x = (torch.rand(5, 2, 9, device=dev) * 1.5).requires_grad_()
+    v_init = torch.rand(2, 9, device=dev, requires_grad=True)
     args = (x, v_init, 0.5, 1.0, 0, 0.0, 0, 3.14159, 1.0, False, backend)
     torch.library.opcheck(torch.ops.neuro_emu.multistep_lif_fwd.default, args)
 

@@ -8,16 +8,14 @@ from torch import nn
 
 from neuro_emu.layers import IF, LIF
 from neuro_emu.ops import multistep_lif
-from tests.cases import assert_identical
-
-BACKENDS = ["torch", "numba", "triton"]
+from tests.cases import BACKENDS, assert_identical, device_for
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_lif_tau_is_the_op_with_beta(backend):
-    x = torch.rand(6, 4, 3, 5) * 1.5
+    x = torch.rand(6, 4, 3, 5, device=device_for(backend)) * 1.5
     layer = LIF(tau=2.0, backend=backend)
-    assert_identical("spikes", layer(x), multistep_lif(x, beta=0.5, backend="torch"))
+    assert_identical("spikes", layer(x).cpu(), multistep_lif(x.cpu(), beta=0.5, backend="torch"))
     assert layer.v.shape == (4, 3, 5) and not layer.v.requires_grad
 
 
@@ -26,12 +24,13 @@ def test_if_is_beta_one_with_v_init(backend):
     x = torch.rand(5, 2, 7)
     layer = IF(v_th=0.8, v_init=0.4, backend=backend)
     v0 = torch.full((2, 7), 0.4)
-    assert_identical("spikes", layer(x), multistep_lif(x, v0, beta=1.0, v_th=0.8))
+    expected = multistep_lif(x, v0, beta=1.0, v_th=0.8, backend="torch")
+    assert_identical("spikes", layer(x.to(device_for(backend))).cpu(), expected)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_single_step_loop_equals_multi_step(backend):
-    x = (torch.rand(7, 3, 11) * 1.5).requires_grad_()
+    x = (torch.rand(7, 3, 11, device=device_for(backend)) * 1.5).requires_grad_()
     multi = LIF(beta=0.75, reset="zero", v_init=0.2, backend=backend)
     single = LIF(beta=0.75, reset="zero", v_init=0.2, backend=backend, step_mode="single")
     out_multi = multi(x)

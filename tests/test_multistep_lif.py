@@ -14,27 +14,30 @@ from neuro_emu.ops import lif_params, multistep_if, multistep_lif
 from neuro_emu.ops.multistep_lif import multistep_lif_torch, resolve_backend
 from neuro_emu.conformance import GRAD_ATOL_PER_STEP
 from tests.cases import (
+    BACKENDS,
     CASE_PARAMS,
     CASES,
     assert_close,
     assert_identical,
     backend_pairs,
+    device_for,
 )
 
 
 @functools.cache
 def run_case(case, backend: str) -> dict[str, torch.Tensor]:
     """Forward and backward of ``case`` on ``backend`` with fixed random output gradients."""
+    dev = device_for(backend)
     x, v_init = case.make_inputs()
-    x.requires_grad_()
+    x = x.to(dev).requires_grad_()
     if v_init is not None:
-        v_init.requires_grad_()
+        v_init = v_init.to(dev).requires_grad_()
     spikes, v_final = multistep_lif(
         x, v_init, **case.op_kwargs(), backend=backend, return_state=True
     )
     gen = torch.Generator().manual_seed(1)
-    grad_s = torch.randn(spikes.shape, generator=gen).to(spikes.dtype)
-    grad_v = torch.randn(v_final.shape, generator=gen)
+    grad_s = torch.randn(spikes.shape, generator=gen).to(dev, spikes.dtype)
+    grad_v = torch.randn(v_final.shape, generator=gen).to(dev)
     torch.autograd.backward([spikes, v_final], [grad_s, grad_v])
     out = {"spikes": spikes.detach(), "v_final": v_final.detach(), "grad_x": x.grad}
     if v_init is not None:
@@ -89,21 +92,22 @@ GOLDEN = [
 ]
 
 
-@pytest.mark.parametrize("backend", ["torch", "numba", "triton"])
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("kwargs,x,spikes,v_final", GOLDEN)
 def test_golden_trajectories(backend, kwargs, x, spikes, v_final):
-    xt = torch.tensor(x).view(-1, 1)
+    xt = torch.tensor(x, device=device_for(backend)).view(-1, 1)
     s, v = multistep_lif(xt, **kwargs, backend=backend, return_state=True)
     assert s.view(-1).tolist() == spikes
     assert v.item() == v_final
 
 
-@pytest.mark.parametrize("backend", ["torch", "numba", "triton"])
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_golden_gradient(backend):
     # beta 0.5, rectangle alpha 1 (g = 1 for |h - v_th| < 0.5), detached soft reset (dv/dh = 1):
     # h = [0.75, 1.125]; grad_h1 = 1; grad_h0 = 1 + 0.5 * 1 = 1.5; grad_v_init = 0.5 * 1.5.
-    x = torch.tensor([[0.75], [0.75]], requires_grad=True)
-    v0 = torch.zeros(1, requires_grad=True)
+    dev = device_for(backend)
+    x = torch.tensor([[0.75], [0.75]], device=dev, requires_grad=True)
+    v0 = torch.zeros(1, device=dev, requires_grad=True)
     s = multistep_lif(x, v0, beta=0.5, surrogate="rectangle", alpha=1.0, detach_reset=True,
                       backend=backend)
     s.sum().backward()
@@ -130,10 +134,9 @@ def test_gradcheck_float64(surrogate, reset):
     assert torch.autograd.gradcheck(run, (x, v0), eps=1e-6, atol=1e-5)
 
 
-@pytest.mark.parametrize("backend", ["torch", "numba", "triton"])
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_state_carries_across_chunks(backend):
-    x, v_init = CASES[0].make_inputs()
-    x = torch.rand(7, 3, 40) * 1.5
+    x = torch.rand(7, 3, 40, device=device_for(backend)) * 1.5
     kw = dict(beta=0.75, backend=backend, return_state=True)
     whole, v_whole = multistep_lif(x, **kw)
     first, v_mid = multistep_lif(x[:3], **kw)
@@ -142,9 +145,9 @@ def test_state_carries_across_chunks(backend):
     assert_identical("v_final", v_whole, v_end)
 
 
-@pytest.mark.parametrize("backend", ["torch", "numba", "triton"])
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_non_contiguous_input(backend):
-    base = torch.rand(6, 40, 5) * 1.5
+    base = torch.rand(6, 40, 5, device=device_for(backend)) * 1.5
     x = base.transpose(1, 2)[:, :, ::2]  # [6, 5, 20], strided
     assert not x.is_contiguous()
     assert_identical(
@@ -158,8 +161,9 @@ def test_non_contiguous_input(backend):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_backward_saves_only_the_inputs(backend, dtype):
     """Backward keeps references to x and v_init (recomputing h from them): no new memory."""
-    x = (torch.rand(4, 100) * 1.5).to(dtype).requires_grad_()
-    v_init = torch.rand(100, requires_grad=True)
+    dev = device_for(backend)
+    x = (torch.rand(4, 100, device=dev) * 1.5).to(dtype).requires_grad_()
+    v_init = torch.rand(100, device=dev, requires_grad=True)
     saved = []
     with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
         multistep_lif(x, v_init, beta=0.5, backend=backend)
@@ -168,7 +172,7 @@ def test_backward_saves_only_the_inputs(backend, dtype):
 
 @pytest.mark.parametrize("backend", ["numba", "triton"])
 def test_inference_saves_nothing(backend):
-    x = torch.rand(4, 100)
+    x = torch.rand(4, 100, device=device_for(backend))
     saved = []
     with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
         multistep_lif(x, beta=0.5, backend=backend)
@@ -205,13 +209,14 @@ def test_fuzz_numba_triton_torch(steps, n, beta, v_th, reset, surrogate, detach_
     v_init = torch.randn(n, generator=gen) if with_v_init else None
     grad_s = torch.randn(steps, n, generator=gen)
     results = []
-    for backend in ("torch", "numba", "triton"):
-        xb = x.clone().requires_grad_()
-        vb = None if v_init is None else v_init.clone().requires_grad_()
+    for backend in BACKENDS:
+        dev = device_for(backend)
+        xb = x.to(dev).requires_grad_()
+        vb = None if v_init is None else v_init.to(dev).requires_grad_()
         s, v = multistep_lif(xb, vb, beta=beta, v_th=v_th, reset=reset, v_reset=-v_th / 3,
                              surrogate=surrogate, detach_reset=detach_reset, backend=backend,
                              return_state=True)
-        (s * grad_s).sum().backward()
+        (s * grad_s.to(dev)).sum().backward()
         results.append((s, v, xb.grad, None if vb is None else vb.grad))
     for other in results[1:]:
         for name, a, b in zip(("spikes", "v_final", "grad_x", "grad_v_init"), results[0], other, strict=True):

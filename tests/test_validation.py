@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from neuro_emu.ops import backend_unavailable_reason, multistep_lif
+from tests.cases import BACKENDS, device_for
 
 
 @pytest.mark.parametrize(
@@ -64,19 +65,20 @@ def test_numba_refuses_gpu_tensors():
     assert "runs on CPU tensors" in backend_unavailable_reason("numba", torch.device("cuda"))
 
 
-@pytest.mark.parametrize("backend", ["torch", "numba", "triton"])
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_empty_neuron_shape_is_fine(backend):
-    spikes, v = multistep_lif(torch.rand(3, 0), beta=0.5, backend=backend, return_state=True)
+    x = torch.rand(3, 0, device=device_for(backend))
+    spikes, v = multistep_lif(x, beta=0.5, backend=backend, return_state=True)
     assert spikes.shape == (3, 0) and v.shape == (0,)
 
 
-@pytest.mark.parametrize("backend", ["torch", "numba", "triton"])
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_inputs_accumulate_in_float32(backend, dtype):
     # 1 + 1/256 rounds back to 1 in bfloat16 (and 1.5 + 1/256 in float16): a 16-bit membrane
     # would stall. In float32 the 128th step reaches exactly 1.5 = v_th.
-    x = torch.full((130, 1), 1 / 256, dtype=dtype)
-    v_init = torch.ones(1)
+    x = torch.full((130, 1), 1 / 256, dtype=dtype, device=device_for(backend))
+    v_init = torch.ones(1, device=device_for(backend))
     spikes, v = multistep_lif(x, v_init, beta=1.0, v_th=1.5, backend=backend, return_state=True)
     assert spikes.dtype == dtype and v.dtype == torch.float32
     assert spikes.view(-1).nonzero().view(-1).tolist() == [127]
