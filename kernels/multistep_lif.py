@@ -19,8 +19,8 @@ import torch
 import triton
 import triton.language as tl
 
-# A plain elementwise stream: 1024 lanes x 4 warps is Triton's usual choice for such kernels. Not yet
-# tuned on a GPU (no GPU session so far).
+# A plain elementwise stream: 1024 lanes x 4 warps is Triton's usual choice for such kernels.
+# Not yet tuned on a GPU (no GPU session so far).
 BLOCK = 1024
 NUM_WARPS = 4
 

@@ -168,26 +168,8 @@ def compare_models(
         raise ValueError("the model has no neuro_emu LIF/IF layers to compare")
     backends = list(backends or available_backends(x.device))
     original = {name: m.backend for name, m in layers.items()}
-    gen = torch.Generator().manual_seed(seed)
-    results = {}
     try:
-        for backend in backends:
-            captured: dict[str, torch.Tensor] = {}
-            hooks = [
-                m.register_forward_hook(lambda _m, _i, out, n=name: captured.__setitem__(n, out))
-                for name, m in layers.items()
-            ]
-            for m in layers.values():
-                m.backend = backend
-            xb = x.detach().clone().requires_grad_()
-            out = model(xb)
-            for h in hooks:
-                h.remove()
-            gen.manual_seed(seed)
-            out.backward(torch.randn(out.shape, generator=gen).to(out))
-            results[backend] = {"output": out.detach(), "grad_x": xb.grad} | {
-                f"layer.{n}": s.detach() for n, s in captured.items()
-            }
+        results = {b: _run_model(model, layers, x, b, seed) for b in backends}
     finally:
         for name, m in layers.items():
             m.backend = original[name]
@@ -195,6 +177,28 @@ def compare_models(
     steps = x.shape[0] if x.dim() > 1 else 1
     atol = max(GRAD_ATOL_PER_STEP.get(s, 0.0) for s in surrogates) * steps * len(layers)
     return _pairwise(case or type(model).__name__, results, atol)
+
+
+def _run_model(model, layers, x, backend, seed) -> dict[str, torch.Tensor]:
+    captured: dict[str, torch.Tensor] = {}
+
+    def capture(name):
+        return lambda _module, _inputs, spikes: captured.__setitem__(name, spikes.detach())
+
+    hooks = [m.register_forward_hook(capture(name)) for name, m in layers.items()]
+    for m in layers.values():
+        m.backend = backend
+    xb = x.detach().clone().requires_grad_()
+    try:
+        out = model(xb)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    gen = torch.Generator().manual_seed(seed)
+    out.backward(torch.randn(out.shape, generator=gen).to(out))
+    return {"output": out.detach(), "grad_x": xb.grad} | {
+        f"layer.{name}": spikes for name, spikes in captured.items()
+    }
 
 
 @dataclass(frozen=True)

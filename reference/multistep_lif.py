@@ -17,7 +17,6 @@ import functools
 import numba
 import numpy as np
 import torch
-
 from neuro_emu.reference.buffers import CACHE
 
 # Lanes per parallel task: 65536 float32 membranes (256 KiB) stay in L2 across the T steps. A sweep

@@ -69,7 +69,9 @@ def test_sigmoid_gradients_get_their_stated_tolerance():
 
 def test_models_conform_layer_by_layer():
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(12, 20), LIF(tau=2.0), nn.Linear(20, 20), IF(), nn.Linear(20, 3))
+    model = nn.Sequential(
+        nn.Linear(12, 20), LIF(tau=2.0), nn.Linear(20, 20), IF(), nn.Linear(20, 3)
+    )
     report = compare_models(model, torch.rand(6, 4, 12) * 2)
     assert report.ok, report.format()
     assert {"output", "grad_x", "layer.1", "layer.3"} <= {d.quantity for d in report.deviations}

@@ -10,9 +10,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from neuro_emu.conformance import GRAD_ATOL_PER_STEP
 from neuro_emu.ops import lif_params, multistep_if, multistep_lif
 from neuro_emu.ops.multistep_lif import multistep_lif_torch, resolve_backend
-from neuro_emu.conformance import GRAD_ATOL_PER_STEP
 from tests.cases import (
     BACKENDS,
     CASE_PARAMS,
@@ -189,7 +189,7 @@ def test_auto_backend_picks_numba_on_cpu():
     assert resolve_backend("auto", torch.rand(2, 3, dtype=torch.float64)) == "torch"
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(
     steps=st.integers(1, 12),
     n=st.integers(1, 300),
@@ -200,14 +200,15 @@ def test_auto_backend_picks_numba_on_cpu():
     detach_reset=st.booleans(),
     with_v_init=st.booleans(),
     scale=st.floats(0.1, 10.0),
+    dtype=st.sampled_from([torch.float32, torch.bfloat16, torch.float16]),
     seed=st.integers(0, 2**31 - 1),
 )
 def test_fuzz_numba_triton_torch(steps, n, beta, v_th, reset, surrogate, detach_reset,
-                                 with_v_init, scale, seed):
+                                 with_v_init, scale, dtype, seed):
     gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(steps, n, generator=gen) * scale
+    x = (torch.randn(steps, n, generator=gen) * scale).to(dtype)
     v_init = torch.randn(n, generator=gen) if with_v_init else None
-    grad_s = torch.randn(steps, n, generator=gen)
+    grad_s = torch.randn(steps, n, generator=gen).to(dtype)
     results = []
     for backend in BACKENDS:
         dev = device_for(backend)
@@ -219,6 +220,7 @@ def test_fuzz_numba_triton_torch(steps, n, beta, v_th, reset, surrogate, detach_
         (s * grad_s.to(dev)).sum().backward()
         results.append((s, v, xb.grad, None if vb is None else vb.grad))
     for other in results[1:]:
-        for name, a, b in zip(("spikes", "v_final", "grad_x", "grad_v_init"), results[0], other, strict=True):
+        names = ("spikes", "v_final", "grad_x", "grad_v_init")
+        for name, a, b in zip(names, results[0], other, strict=True):
             if a is not None:
                 assert_identical(name, a.detach(), b.detach())

@@ -1,4 +1,5 @@
-"""Bad inputs fail at the boundary with a message naming the argument, the expectation, the value."""
+"""Bad inputs fail at the boundary, with a message naming the argument, what was expected and
+what was given."""
 
 from __future__ import annotations
 

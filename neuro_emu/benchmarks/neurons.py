@@ -9,9 +9,10 @@ the configuration every peer can come closest to). Subjects, all measured in the
 - the peers of :mod:`neuro_emu.benchmarks.peers` that are installed, with their spike deviations
   from our semantics counted on the benchmark input;
 - two copies of the same bytes as the forward (read T*N values, write T*N values), the measured
-  bandwidth limit: ``copy-alloc`` (``x.clone()``: allocates its output as every neuron op must, so
-  it pays the same first-touch page faults) and ``copy-inplace`` (``out.copy_(x)`` into a reused
-  buffer: pure bandwidth).
+  bandwidth limit: ``copy-alloc`` (``x.clone()``: a fresh output each call, which on large tensors
+  pays the first-touch page faults an op without a buffer cache pays too) and ``copy-inplace``
+  (``out.copy_(x)`` into a reused buffer: pure bandwidth, the baseline for an op that reuses its
+  output buffers, as the Numba backend does).
 
 Modes: "forward" (under ``torch.no_grad()``) and "forward+backward" (spikes, then ``backward`` of a
 pre-made contiguous random gradient).
@@ -270,8 +271,10 @@ def _markdown(table: list[dict], skipped: list[dict], meta: dict) -> str:
         f"x = rand(T, N) * {INPUT_SCALE}. Times are the median and min over the rounds; "
         'throughput and ratios use the medians. "x torch loop" is the speed-up over our PyTorch '
         'loop in the same mode; "% copy" is the copy time over the subject\'s time (forward '
-        "only): copy-alloc = `x.clone()` (a fresh output, as every neuron op allocates), "
-        "copy-inplace = `out.copy_(x)` (pure bandwidth). Deviations: spikes differing from our "
+        "only): copy-alloc = `x.clone()` (a fresh output each call, paying first-touch page "
+        "faults on large tensors), copy-inplace = `out.copy_(x)` into a reused buffer (pure "
+        "bandwidth; the baseline for a backend that reuses its output buffers, as the Numba "
+        "backend does). Deviations: spikes differing from our "
         "torch backend, out of T * N. Timings on a shared machine are noisy: compare within a "
         "shape.",
         "",

@@ -1,10 +1,10 @@
 """IF and LIF neuron layers over the fused multi-step op.
 
-Multi-step mode (the default) takes ``x: [T, B, ...]`` and runs all T steps in one kernel call; each
-call starts from ``v_init`` (rest, 0, unless given), so batches never leak state into each other and
-no reset is needed between them. Single-step mode takes ``x: [B, ...]`` for one time step and carries
-the membrane in ``self.v`` from call to call, for users who loop over time themselves; call
-:meth:`reset_state` between sequences. Both modes give the same spikes, bit for bit.
+Multi-step mode (the default) takes ``x: [T, B, ...]`` and runs all T steps in one kernel call;
+each call starts from ``v_init`` (rest, 0, unless given), so batches never leak state into each
+other and no reset is needed between them. Single-step mode takes ``x: [B, ...]`` for one time step
+and carries the membrane in ``self.v`` from call to call, for users who loop over time themselves;
+call :meth:`reset_state` between sequences. Both modes give the same spikes, bit for bit.
 """
 
 from __future__ import annotations

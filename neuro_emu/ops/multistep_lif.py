@@ -1,7 +1,8 @@
 """Multi-step IF/LIF neurons: the PyTorch spec, the custom ops, and the one dispatcher.
 
-Per element and time step ``t`` (DESIGN.md section 2), with the membrane ``v`` starting at ``v_init``
-(default 0) and every operation rounded in float32 (float64 on the ``torch`` backend for float64 x)::
+Per element and time step ``t`` (DESIGN.md section 2), with the membrane ``v`` starting at
+``v_init`` (default 0) and every operation rounded in float32 (float64 on the ``torch`` backend for
+float64 x)::
 
     h    = v * beta + x[t]                 # a multiply, then an add: two roundings, never an FMA
     s[t] = 1 if h >= v_th else 0
@@ -49,7 +50,10 @@ from neuro_emu.ops.surrogate import (
 
 BACKENDS: tuple[str, ...] = ("torch", "numba", "triton")
 RESET_MODES: dict[str, int] = {"subtract": 0, "soft": 0, "zero": 1, "hard": 1, "none": 2}
-_KERNEL_MODULES = {"numba": "neuro_emu.reference.multistep_lif", "triton": "neuro_emu.kernels.multistep_lif"}
+_KERNEL_MODULES = {
+    "numba": "neuro_emu.reference.multistep_lif",
+    "triton": "neuro_emu.kernels.multistep_lif",
+}
 
 Backend = Literal["auto", "torch", "numba", "triton"]
 

@@ -1,9 +1,9 @@
 """Surrogate derivatives of the spike nonlinearity, shared by every backend.
 
-The forward pass spikes with a Heaviside step, ``s = H(u)`` with ``u = h - v_th``; backward replaces
-``dH/du`` with a smooth surrogate ``g(u)``. Each surrogate reduces to two float32 constants ``(a, b)``
-computed once here, so the PyTorch spec, the Numba twin and the Triton kernel evaluate the same
-operations on the same numbers, in the same order:
+The forward pass spikes with a Heaviside step, ``s = H(u)`` with ``u = h - v_th``; backward
+replaces ``dH/du`` with a smooth surrogate ``g(u)``. Each surrogate reduces to two float32 constants
+``(a, b)`` computed once here, so the PyTorch spec, the Numba twin and the Triton kernel evaluate
+the same operations on the same numbers, in the same order:
 
 ======== ================================ ========================== =========================
 name     g(u)                              a                          b
@@ -14,10 +14,11 @@ triangle a * max(0, 1 - |u|*a)             alpha                      unused
 rectangle a if |u| < b else 0              alpha                      1 / (2 * alpha)
 ======== ================================ ========================== =========================
 
-Each ``g`` integrates to 1 and is the exact derivative of :func:`surrogate_primitive`. ``atan``,
-``triangle`` and ``rectangle`` use only correctly rounded IEEE operations, so their gradients are bit
-exact across backends; ``sigmoid`` calls ``exp``, whose last bit differs between libm, Sleef and
-CUDA, so its gradients agree to a stated tolerance instead (see ``tests/cases.py``).
+Each ``g`` integrates to 1 and is the exact derivative of :func:`surrogate_primitive`.
+``atan``, ``triangle`` and ``rectangle`` use only correctly rounded IEEE operations, so their
+gradients are bit exact across backends; ``sigmoid`` calls ``exp``, whose last bit differs
+between libm, Sleef and CUDA, so its gradients agree to a stated tolerance instead
+(``neuro_emu.conformance``).
 """
 
 from __future__ import annotations
