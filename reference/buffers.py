@@ -88,8 +88,10 @@ class _BufferCache:
 CACHE = _BufferCache(int(float(os.environ.get("NEURO_EMU_CPU_CACHE_MB", "512")) * 2**20))
 
 
-def set_cpu_buffer_cache(max_bytes: int) -> None:
-    """Cap the cache at ``max_bytes`` (0 turns it off) and drop the idle buffers."""
+def set_cpu_buffer_cache(max_bytes: int) -> int:
+    """Cap the cache at ``max_bytes`` (0 turns it off), drop the idle buffers, return the old cap."""
     if max_bytes < 0:
         raise ValueError(f"max_bytes must be >= 0, got {max_bytes}")
+    previous = CACHE.max_bytes
     CACHE.clear(max_bytes)
+    return previous

@@ -112,6 +112,11 @@ def _bwd_kernel(reset: int, surrogate: int, detach_reset: bool):
     return bwd
 
 
+def _float32(t: torch.Tensor) -> torch.Tensor:
+    """``t`` widened to float32 (exactly) in a cached buffer; float32 ``t`` itself."""
+    return t if t.dtype == torch.float32 else CACHE.empty(t.shape).copy_(t)
+
+
 def _membrane(n: int, v_init: torch.Tensor | None) -> torch.Tensor:
     return torch.zeros(n, dtype=torch.float32) if v_init is None else v_init.clone()
 
@@ -122,7 +127,7 @@ def multistep_lif_fwd(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """x: [T, N] contiguous, v_init: [N] float32 or None -> (spikes [T, N] in x.dtype,
     v_final [N] float32)."""
-    x32 = x.float()
+    x32 = _float32(x)
     spikes = CACHE.empty(x32.shape)
     v = _membrane(x32.shape[1], v_init)
     _fwd_kernel(reset)(
@@ -139,11 +144,11 @@ def multistep_lif_bwd(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """grad_s, x: [T, N], grad_v, v_init: [N] float32 or None -> (grad_x [T, N] in x.dtype,
     grad_v_init [N] float32)."""
-    x32 = x.float()
+    x32 = _float32(x)
     grad_x = CACHE.empty(x32.shape)
     gv = _membrane(x32.shape[1], grad_v)
     _bwd_kernel(reset, surrogate, detach_reset)(
-        x32.numpy(), _membrane(x32.shape[1], v_init).numpy(), grad_s.float().numpy(),
+        x32.numpy(), _membrane(x32.shape[1], v_init).numpy(), _float32(grad_s).numpy(),
         grad_x.numpy(), gv.numpy(), np.float32(beta), np.float32(v_th), np.float32(v_reset),
         np.float32(sg_a), np.float32(sg_b),
     )

@@ -5,7 +5,8 @@ DESIGN.md section 2 (``beta = 0.5``, ``v_th = 1``, soft reset, ATan surrogate wi
 the configuration every peer can come closest to). Subjects, all measured in the same run:
 
 - our backends (``neuro_emu.ops.available_backends``; "torch" is the PyTorch loop, the baseline of
-  every speed-up);
+  every speed-up), and "numba-nocache", the Numba backend with its CPU output-buffer cache off
+  (what the cache buys);
 - the peers of :mod:`neuro_emu.benchmarks.peers` that are installed, with their spike deviations
   from our semantics counted on the benchmark input;
 - two copies of the same bytes as the forward (read T*N values, write T*N values), the measured
@@ -31,7 +32,7 @@ from pathlib import Path
 import torch
 
 from neuro_emu.benchmarks.peers import SEMANTICS_NOTES, available_peers, make_peer_lif
-from neuro_emu.ops import BACKENDS, available_backends, multistep_lif
+from neuro_emu.ops import BACKENDS, available_backends, multistep_lif, set_cpu_buffer_cache
 
 # [(T, N)]: 8 M neuron-steps each, 32 MiB of float32: far beyond the caches, so memory-bound.
 SHAPES: list[tuple[int, int]] = [(8, 2**20), (32, 2**18)]
@@ -105,6 +106,8 @@ def subjects(device: torch.device) -> dict[str, str]:
     """``{subject: kind}`` of the neuron subjects measurable on ``device``, ours first."""
     # Triton is a GPU subject: its CPU interpreter (TRITON_INTERPRET=1) is for tests, not timing.
     ours = [b for b in available_backends(device) if b != "triton" or device.type == "cuda"]
+    if "numba" in ours:
+        ours.insert(ours.index("numba") + 1, "numba-nocache")
     return {**dict.fromkeys(ours, "ours"), **dict.fromkeys(available_peers(), "peer")}
 
 
@@ -128,9 +131,23 @@ def bench_input(steps: int, n: int, dtype: torch.dtype, device: torch.device) ->
 
 def neuron_fn(subject: str) -> SpikeFn:
     """``x: [T, N] -> spikes: [T, N]`` for one of our backends or a peer."""
-    if subject in BACKENDS:
-        return functools.partial(multistep_lif, backend=subject, **LIF_KWARGS)
+    backend = subject.removesuffix("-nocache")
+    if backend in BACKENDS:
+        return functools.partial(multistep_lif, backend=backend, **LIF_KWARGS)
     return make_peer_lif(subject, BETA, V_TH)
+
+
+def _without_buffer_cache(call: Callable[[], None]) -> Callable[[], None]:
+    """``call`` with the CPU output-buffer cache off for all of it, backward included."""
+
+    def uncached() -> None:
+        previous = set_cpu_buffer_cache(0)
+        try:
+            call()
+        finally:
+            set_cpu_buffer_cache(previous)
+
+    return uncached
 
 
 def make_workload(case: Case, device: torch.device) -> Callable[[], None]:
@@ -150,7 +167,7 @@ def make_workload(case: Case, device: torch.device) -> Callable[[], None]:
                 spike_fn(x)
             sync()
 
-        return forward
+        return _without_buffer_cache(forward) if case.subject.endswith("-nocache") else forward
 
     x.requires_grad_(True)
     gen = torch.Generator().manual_seed(GRAD_SEED)
@@ -162,6 +179,8 @@ def make_workload(case: Case, device: torch.device) -> Callable[[], None]:
         spike_fn(x).backward(grad)
         sync()
 
+    if case.subject.endswith("-nocache"):
+        return _without_buffer_cache(forward_backward)
     return forward_backward
 
 
