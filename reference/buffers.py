@@ -34,19 +34,19 @@ class _BufferCache:
         self._held = 0  # bytes of all cached buffers, idle or in use
         self._lock = threading.Lock()
 
-    def empty(self, shape: tuple[int, ...]) -> torch.Tensor:
-        """An uninitialised float32 CPU tensor of ``shape``, from the cache when large enough."""
-        nbytes = math.prod(shape) * 4
+    def empty(self, shape: tuple[int, ...], dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """An uninitialised CPU tensor of ``shape`` and ``dtype``, from the cache when large."""
+        nbytes = math.prod(shape) * dtype.itemsize
         if nbytes < MIN_BYTES or nbytes > self.max_bytes:
-            return torch.empty(shape, dtype=torch.float32)
+            return torch.empty(shape, dtype=dtype)
         with self._lock:
             idle = self._free.get(nbytes)
             buffer = idle.pop() if idle else self._new_buffer(nbytes)
         if buffer is None:
-            return torch.empty(shape, dtype=torch.float32)
+            return torch.empty(shape, dtype=dtype)
         view = buffer.view()  # only the tensor's storage will reference this array
         weakref.finalize(view, self._release, buffer)
-        return torch.from_numpy(view).view(shape)
+        return torch.from_numpy(view).view(dtype).view(shape)
 
     def _new_buffer(self, nbytes: int) -> np.ndarray | None:
         while self._held + nbytes > self.max_bytes and self._drop_one_idle():
@@ -54,7 +54,7 @@ class _BufferCache:
         if self._held + nbytes > self.max_bytes:
             return None
         self._held += nbytes
-        return np.empty(nbytes // 4, dtype=np.float32)
+        return np.empty(nbytes, dtype=np.uint8)
 
     def _drop_one_idle(self) -> bool:
         for size, idle in self._free.items():

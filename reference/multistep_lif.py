@@ -7,7 +7,8 @@ the same bits. Layout: neurons are cut into chunks of ``CHUNK`` lanes spread ove
 contiguous run of ``x[t]`` and the inner loop over lanes vectorises (SIMD).
 
 Every literal is a ``np.float32``: a bare ``1.0`` is float64 in Numba and would promote the math.
-16-bit inputs are widened to float32 by the launcher first (Numba has no bfloat16).
+bfloat16 is read and written natively, as 16-bit patterns: widening is a shift, and narrowing rounds
+to nearest even exactly as torch does; float16 is widened to float32 by the launcher first.
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ import functools
 import numba
 import numpy as np
 import torch
+from numba import types
+from numba.extending import intrinsic
+
 from neuro_emu.reference.buffers import CACHE
 
 # Lanes per parallel task: 65536 float32 membranes (256 KiB) stay in L2 across the T steps. A sweep
@@ -55,12 +59,52 @@ def _step(v, x, beta, v_th, v_reset, reset):
     return h, s, h
 
 
+@intrinsic
+def _bits_as_float32(typingctx, bits):
+    """Reinterpret a uint32 as float32 (Numba has no scalar ``view``); free after vectorising."""
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], context.get_value_type(types.float32))
+
+    return types.float32(types.uint32), codegen
+
+
+@intrinsic
+def _float32_as_bits(typingctx, value):
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], context.get_value_type(types.uint32))
+
+    return types.uint32(types.float32), codegen
+
+
+_BF16_ONE = np.int16(0x3F80)  # 1.0 in bfloat16
+
+
+@numba.njit(inline="always")
+def _load(row, i, bf16):
+    """row[i] as float32; a bfloat16 row holds its 16-bit patterns as int16."""
+    if bf16:
+        return _bits_as_float32((np.uint32(row[i]) & np.uint32(0xFFFF)) << np.uint32(16))
+    return row[i]
+
+
+@numba.njit(inline="always")
+def _store(row, i, value, bf16):
+    """row[i] = value, rounded to nearest even for a bfloat16 row (NaN stays a quiet NaN)."""
+    if bf16:
+        bits = _float32_as_bits(value)
+        rounded = (bits + np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1))) >> 16
+        row[i] = np.int16(0x7FC0) if value != value else np.int16(rounded)
+    else:
+        row[i] = value
+
+
 # The mode flags are closure constants, so Numba folds their branches away and the lane loop stays
 # branch-free and vectorised (a runtime flag there made it 2x slower); one compiled kernel per mode.
 # Lane indices are unsigned on purpose: with a signed index Numba emits a negative-index wraparound
 # check that LLVM cannot drop, and the loop does not vectorise (3x slower).
 @functools.cache
-def _fwd_kernel(reset: int):
+def _fwd_kernel(reset: int, bf16: bool):
     @numba.njit(parallel=True, cache=True)
     def fwd(x, spikes, v, beta, v_th, v_reset):
         """x: [T, N] -> spikes: [T, N]; v: [N] holds v_init on entry, v_final on exit."""
@@ -71,32 +115,37 @@ def _fwd_kernel(reset: int):
             for t in range(steps):
                 x_t, s_t = x[t], spikes[t]
                 for i in range(lo, hi):
-                    _, s_t[i], v[i] = _step(v[i], x_t[i], beta, v_th, v_reset, reset)
+                    _, s, v[i] = _step(v[i], _load(x_t, i, bf16), beta, v_th, v_reset, reset)
+                    if bf16:
+                        s_t[i] = _BF16_ONE if s else np.int16(0)
+                    else:
+                        s_t[i] = s
 
     return fwd
 
 
 @functools.cache
-def _bwd_kernel(reset: int, surrogate: int, detach_reset: bool):
+def _bwd_kernel(reset: int, surrogate: int, detach_reset: bool, bf16: bool):
     @numba.njit(parallel=True, cache=True)
-    def bwd(x, v, grad_s, grad_x, gv, beta, v_th, v_reset, a, b):
+    def bwd(x, v, grad_s, h_scratch, grad_x, gv, beta, v_th, v_reset, a, b):
         """x, grad_s: [T, N] -> grad_x: [T, N]; v: [N] v_init (overwritten); gv: [N] holds the
-        final membrane's gradient on entry and v_init's on exit.
+        final membrane's gradient on entry and v_init's on exit; h_scratch: [T, N] float32 (may
+        be grad_x itself).
 
-        Per chunk: recompute h forward into grad_x (still cache-hot for the way back), then BPTT
-        in reverse time, overwriting each h with its gradient."""
+        Per chunk: recompute h forward into h_scratch (still cache-hot for the way back), then
+        BPTT in reverse time; each lane reads its h[t] before it writes grad_x[t]."""
         steps, n = x.shape
         for chunk in numba.prange((n + CHUNK - 1) // CHUNK):
             lo = np.uint64(chunk) * np.uint64(CHUNK)
             hi = min(lo + np.uint64(CHUNK), np.uint64(n))
             for t in range(steps):
-                x_t, gx_t = x[t], grad_x[t]
+                x_t, h_t = x[t], h_scratch[t]
                 for i in range(lo, hi):
-                    gx_t[i], _, v[i] = _step(v[i], x_t[i], beta, v_th, v_reset, reset)
+                    h_t[i], _, v[i] = _step(v[i], _load(x_t, i, bf16), beta, v_th, v_reset, reset)
             for t in range(steps - 1, -1, -1):
-                gs_t, gx_t = grad_s[t], grad_x[t]
+                gs_t, h_t, gx_t = grad_s[t], h_scratch[t], grad_x[t]
                 for i in range(lo, hi):
-                    h = gx_t[i]
+                    h = h_t[i]
                     g = _surrogate_grad(h - v_th, surrogate, a, b)
                     if reset == 0:
                         dv_dh = _ONE if detach_reset else _ONE - v_th * g
@@ -105,16 +154,20 @@ def _bwd_kernel(reset: int, surrogate: int, detach_reset: bool):
                         dv_dh = not_s if detach_reset else not_s + (v_reset - h) * g
                     else:
                         dv_dh = _ONE
-                    grad_h = gs_t[i] * g + gv[i] * dv_dh
-                    gx_t[i] = grad_h
+                    grad_h = _load(gs_t, i, bf16) * g + gv[i] * dv_dh
+                    _store(gx_t, i, grad_h, bf16)
                     gv[i] = grad_h * beta
 
     return bwd
 
 
-def _float32(t: torch.Tensor) -> torch.Tensor:
-    """``t`` widened to float32 (exactly) in a cached buffer; float32 ``t`` itself."""
-    return t if t.dtype == torch.float32 else CACHE.empty(t.shape).copy_(t)
+def _kernel_view(t: torch.Tensor) -> tuple[np.ndarray, bool]:
+    """(numpy view of ``t`` for the kernels, whether it is bfloat16); float16 is widened first."""
+    if t.dtype == torch.bfloat16:
+        return t.view(torch.int16).numpy(), True
+    if t.dtype == torch.float16:
+        t = CACHE.empty(t.shape).copy_(t)
+    return t.numpy(), False
 
 
 def _membrane(n: int, v_init: torch.Tensor | None) -> torch.Tensor:
@@ -127,11 +180,12 @@ def multistep_lif_fwd(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """x: [T, N] contiguous, v_init: [N] float32 or None -> (spikes [T, N] in x.dtype,
     v_final [N] float32)."""
-    x32 = _float32(x)
-    spikes = CACHE.empty(x32.shape)
-    v = _membrane(x32.shape[1], v_init)
-    _fwd_kernel(reset)(
-        x32.numpy(), spikes.numpy(), v.numpy(), np.float32(beta), np.float32(v_th),
+    x_np, bf16 = _kernel_view(x)
+    out_dtype = torch.bfloat16 if bf16 else torch.float32
+    spikes = CACHE.empty(x.shape, out_dtype)
+    v = _membrane(x.shape[1], v_init)
+    _fwd_kernel(reset, bf16)(
+        x_np, _kernel_view(spikes)[0], v.numpy(), np.float32(beta), np.float32(v_th),
         np.float32(v_reset),
     )
     return spikes.to(x.dtype), v
@@ -144,12 +198,13 @@ def multistep_lif_bwd(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """grad_s, x: [T, N], grad_v, v_init: [N] float32 or None -> (grad_x [T, N] in x.dtype,
     grad_v_init [N] float32)."""
-    x32 = _float32(x)
-    grad_x = CACHE.empty(x32.shape)
-    gv = _membrane(x32.shape[1], grad_v)
-    _bwd_kernel(reset, surrogate, detach_reset)(
-        x32.numpy(), _membrane(x32.shape[1], v_init).numpy(), _float32(grad_s).numpy(),
-        grad_x.numpy(), gv.numpy(), np.float32(beta), np.float32(v_th), np.float32(v_reset),
-        np.float32(sg_a), np.float32(sg_b),
+    x_np, bf16 = _kernel_view(x)
+    grad_x = CACHE.empty(x.shape, torch.bfloat16 if bf16 else torch.float32)
+    h_scratch = CACHE.empty(x.shape) if bf16 else grad_x
+    gv = _membrane(x.shape[1], grad_v)
+    _bwd_kernel(reset, surrogate, detach_reset, bf16)(
+        x_np, _membrane(x.shape[1], v_init).numpy(), _kernel_view(grad_s)[0], h_scratch.numpy(),
+        _kernel_view(grad_x)[0], gv.numpy(), np.float32(beta), np.float32(v_th),
+        np.float32(v_reset), np.float32(sg_a), np.float32(sg_b),
     )
     return grad_x.to(x.dtype), gv
