@@ -85,11 +85,24 @@ class _BufferCache:
             return {"held_bytes": self._held, "idle_bytes": idle, "max_bytes": self.max_bytes}
 
 
-CACHE = _BufferCache(int(float(os.environ.get("NEURO_EMU_CPU_CACHE_MB", "512")) * 2**20))
+def _cap_from_environment() -> int:
+    text = os.environ.get("NEURO_EMU_CPU_CACHE_MB", "512")
+    try:
+        megabytes = float(text)
+    except ValueError:
+        megabytes = -1.0
+    if not megabytes >= 0:
+        raise ValueError(f"NEURO_EMU_CPU_CACHE_MB must be a number of MiB >= 0, got {text!r}")
+    return int(megabytes * 2**20)
+
+
+CACHE = _BufferCache(_cap_from_environment())
 
 
 def set_cpu_buffer_cache(max_bytes: int) -> int:
-    """Cap the cache at ``max_bytes`` (0 turns it off), drop the idle buffers, return the old cap."""
+    """Cap the cache at ``max_bytes`` (0 turns it off) and drop the idle buffers.
+
+    Returns the previous cap."""
     if max_bytes < 0:
         raise ValueError(f"max_bytes must be >= 0, got {max_bytes}")
     previous = CACHE.max_bytes

@@ -64,6 +64,15 @@ def test_turning_off_drops_buffers_as_they_are_freed(cache):
     assert cache.stats() == {"held_bytes": 0, "idle_bytes": 0, "max_bytes": 0}
 
 
+def test_bfloat16_buffers_share_the_byte_sized_pool(cache):
+    first = cache.empty((2, MIN_BYTES // 2), torch.bfloat16)
+    assert first.dtype == torch.bfloat16 and first.shape == (2, MIN_BYTES // 2)
+    address = first.data_ptr()
+    del first
+    gc.collect()
+    assert cache.empty((MIN_BYTES // 2,), torch.float32).data_ptr() == address  # the same 2 MiB
+
+
 def test_op_outputs_survive_later_calls():
     """A spike tensor the caller keeps is never handed out again."""
     from neuro_emu.ops import multistep_lif
