@@ -98,6 +98,21 @@ def _store(row, i, value, bf16):
         row[i] = value
 
 
+@numba.njit(inline="always")
+def _forward_chunk(x, out, v, lo, hi, beta, v_th, v_reset, reset, bf16, store_h):
+    """Lanes lo..hi through all T steps; out[t] receives the spikes, or h when ``store_h``."""
+    for t in range(x.shape[0]):
+        x_t, out_t = x[t], out[t]
+        for i in range(lo, hi):
+            h, s, v[i] = _step(v[i], _load(x_t, i, bf16), beta, v_th, v_reset, reset)
+            if store_h:
+                out_t[i] = h
+            elif bf16:
+                out_t[i] = _BF16_ONE if s else np.int16(0)
+            else:
+                out_t[i] = s
+
+
 # The mode flags are closure constants, so Numba folds their branches away and the lane loop stays
 # branch-free and vectorised (a runtime flag there made it 2x slower); one compiled kernel per mode.
 # Lane indices are unsigned on purpose: with a signed index Numba emits a negative-index wraparound
@@ -107,18 +122,11 @@ def _fwd_kernel(reset: int, bf16: bool):
     @numba.njit(parallel=True, cache=True)
     def fwd(x, spikes, v, beta, v_th, v_reset):
         """x: [T, N] -> spikes: [T, N]; v: [N] holds v_init on entry, v_final on exit."""
-        steps, n = x.shape
+        n = x.shape[1]
         for chunk in numba.prange((n + CHUNK - 1) // CHUNK):
             lo = np.uint64(chunk) * np.uint64(CHUNK)
             hi = min(lo + np.uint64(CHUNK), np.uint64(n))
-            for t in range(steps):
-                x_t, s_t = x[t], spikes[t]
-                for i in range(lo, hi):
-                    _, s, v[i] = _step(v[i], _load(x_t, i, bf16), beta, v_th, v_reset, reset)
-                    if bf16:
-                        s_t[i] = _BF16_ONE if s else np.int16(0)
-                    else:
-                        s_t[i] = s
+            _forward_chunk(x, spikes, v, lo, hi, beta, v_th, v_reset, reset, bf16, False)
 
     return fwd
 
@@ -128,8 +136,8 @@ def _bwd_kernel(reset: int, surrogate: int, detach_reset: bool, bf16: bool):
     @numba.njit(parallel=True, cache=True)
     def bwd(x, v, grad_s, h_scratch, grad_x, gv, beta, v_th, v_reset, a, b):
         """x, grad_s: [T, N] -> grad_x: [T, N]; v: [N] v_init (overwritten); gv: [N] holds the
-        final membrane's gradient on entry and v_init's on exit; h_scratch: [T, N] float32 (may
-        be grad_x itself).
+        final membrane's gradient on entry and v_init's on exit; h_scratch: [T, N] float32
+        (grad_x itself for float32).
 
         Per chunk: recompute h forward into h_scratch (still cache-hot for the way back), then
         BPTT in reverse time; each lane reads its h[t] before it writes grad_x[t]."""
@@ -137,12 +145,12 @@ def _bwd_kernel(reset: int, surrogate: int, detach_reset: bool, bf16: bool):
         for chunk in numba.prange((n + CHUNK - 1) // CHUNK):
             lo = np.uint64(chunk) * np.uint64(CHUNK)
             hi = min(lo + np.uint64(CHUNK), np.uint64(n))
-            for t in range(steps):
-                x_t, h_t = x[t], h_scratch[t]
-                for i in range(lo, hi):
-                    h_t[i], _, v[i] = _step(v[i], _load(x_t, i, bf16), beta, v_th, v_reset, reset)
+            _forward_chunk(x, h_scratch, v, lo, hi, beta, v_th, v_reset, reset, bf16, True)
             for t in range(steps - 1, -1, -1):
-                gs_t, h_t, gx_t = grad_s[t], h_scratch[t], grad_x[t]
+                gs_t, gx_t = grad_s[t], grad_x[t]
+                # float32: h lives in grad_x itself. One array, not two aliased ones, keeps the
+                # loop vectorised (LLVM gives up on two pointers it finds overlapping: 5x slower).
+                h_t = h_scratch[t] if bf16 else gx_t
                 for i in range(lo, hi):
                     h = h_t[i]
                     g = _surrogate_grad(h - v_th, surrogate, a, b)
