@@ -80,6 +80,21 @@ def _load_membrane(ptr, o_n, m_n, HAS: tl.constexpr, BLOCK: tl.constexpr):
 
 
 @triton.jit
+def _forward_block(x_ptr, out_ptr, o_n, m_n, b_v, T, N, beta, v_th, v_reset,
+                   RESET: tl.constexpr, STORE_H: tl.constexpr):
+    """Steps one block through all T; out[t] receives the spikes, or float32 h when ``STORE_H``.
+    Returns the final membrane and the offsets one step past the end."""
+    o_tn = o_n
+    for _ in range(T):
+        b_x = tl.load(x_ptr + o_tn, mask=m_n, other=0.0).to(tl.float32)
+        b_h, b_s, b_v = _lif_step(b_v, b_x, beta, v_th, v_reset, RESET)
+        b_out = b_h if STORE_H else b_s
+        tl.store(out_ptr + o_tn, b_out.to(out_ptr.dtype.element_ty), mask=m_n)
+        o_tn += N
+    return b_v, o_tn
+
+
+@triton.jit
 def _multistep_lif_fwd_kernel(
     x_ptr, v_init_ptr, s_ptr, v_out_ptr,
     T, N, beta, v_th, v_reset,
@@ -89,12 +104,7 @@ def _multistep_lif_fwd_kernel(
     o_n = i_n.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)  # [BLOCK] int64: T*N may pass 2^31
     m_n = o_n < N
     b_v = _load_membrane(v_init_ptr, o_n, m_n, HAS_V_INIT, BLOCK)
-    o_tn = o_n
-    for _ in range(T):
-        b_x = tl.load(x_ptr + o_tn, mask=m_n, other=0.0).to(tl.float32)
-        _, b_s, b_v = _lif_step(b_v, b_x, beta, v_th, v_reset, RESET)
-        tl.store(s_ptr + o_tn, b_s.to(s_ptr.dtype.element_ty), mask=m_n)
-        o_tn += N
+    b_v, _ = _forward_block(x_ptr, s_ptr, o_n, m_n, b_v, T, N, beta, v_th, v_reset, RESET, False)
     tl.store(v_out_ptr + o_n, b_v, mask=m_n)
 
 
@@ -110,12 +120,7 @@ def _multistep_lif_bwd_kernel(
     m_n = o_n < N
     # Recompute h forward into the float32 scratch h_ptr (grad_x itself for float32 inputs).
     b_v = _load_membrane(v_init_ptr, o_n, m_n, HAS_V_INIT, BLOCK)
-    o_tn = o_n
-    for _ in range(T):
-        b_x = tl.load(x_ptr + o_tn, mask=m_n, other=0.0).to(tl.float32)
-        b_h, _, b_v = _lif_step(b_v, b_x, beta, v_th, v_reset, RESET)
-        tl.store(h_ptr + o_tn, b_h, mask=m_n)
-        o_tn += N
+    _, o_tn = _forward_block(x_ptr, h_ptr, o_n, m_n, b_v, T, N, beta, v_th, v_reset, RESET, True)
     # BPTT in reverse time; each lane reads its own h[t] before writing grad_x[t] over it.
     b_gv = _load_membrane(grad_v_ptr, o_n, m_n, HAS_GRAD_V, BLOCK)
     for _ in range(T):
