@@ -32,6 +32,10 @@ class _BufferCache:
         self.max_bytes = max_bytes
         self._free: dict[int, list[np.ndarray]] = {}  # byte size -> idle buffers, newest last
         self._held = 0  # bytes of all cached buffers, idle or in use
+        # Finalizers run whenever a tensor dies, in any thread, even inside this class while it
+        # holds the lock (a garbage collection triggered by an allocation): they only append here
+        # (atomic), and the next call under the lock files the buffers.
+        self._returned: list[np.ndarray] = []
         self._lock = threading.Lock()
 
     def empty(self, shape: tuple[int, ...], dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -40,12 +44,13 @@ class _BufferCache:
         if nbytes < MIN_BYTES or nbytes > self.max_bytes:
             return torch.empty(shape, dtype=dtype)
         with self._lock:
+            self._file_returned()
             idle = self._free.get(nbytes)
             buffer = idle.pop() if idle else self._new_buffer(nbytes)
         if buffer is None:
             return torch.empty(shape, dtype=dtype)
         view = buffer.view()  # only the tensor's storage will reference this array
-        weakref.finalize(view, self._release, buffer)
+        weakref.finalize(view, self._returned.append, buffer)
         return torch.from_numpy(view).view(dtype).view(shape)
 
     def _new_buffer(self, nbytes: int) -> np.ndarray | None:
@@ -64,8 +69,10 @@ class _BufferCache:
                 return True
         return False
 
-    def _release(self, buffer: np.ndarray) -> None:
-        with self._lock:
+    def _file_returned(self) -> None:
+        """Move the buffers whose tensors died to the idle lists (call with the lock held)."""
+        while self._returned:
+            buffer = self._returned.pop()
             if self._held > self.max_bytes:  # the cap shrank while it was in use
                 self._held -= buffer.nbytes
             else:
@@ -73,14 +80,16 @@ class _BufferCache:
 
     def clear(self, max_bytes: int | None = None) -> None:
         with self._lock:
+            if max_bytes is not None:
+                self.max_bytes = max_bytes
+            self._file_returned()
             for size, idle in self._free.items():
                 self._held -= size * len(idle)
             self._free.clear()
-            if max_bytes is not None:
-                self.max_bytes = max_bytes
 
     def stats(self) -> dict[str, int]:
         with self._lock:
+            self._file_returned()
             idle = sum(size * len(b) for size, b in self._free.items())
             return {"held_bytes": self._held, "idle_bytes": idle, "max_bytes": self.max_bytes}
 
