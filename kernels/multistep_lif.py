@@ -15,6 +15,8 @@ for float32 inputs, so no extra memory) and reads grad_s, writes grad_x.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import triton
 import triton.language as tl
@@ -46,7 +48,7 @@ def _store_rounded(ptr, b_value, mask):
     """Store float32 ``b_value`` at ``ptr`` rounding to nearest even, as torch's casts do.
 
     bfloat16 is rounded by hand: the Triton interpreter truncates in ``.to(tl.bfloat16)``, and the
-    bit trick below is what the GPU's ``cvt.rn.bf16.f32`` computes anyway.
+    bit trick below is what the GPU's ``cvt.rn.bf16.f32`` computes anyway (for NaN: 0x7FC0).
     """
     if ptr.dtype.element_ty == tl.bfloat16:
         b_bits = b_value.to(tl.uint32, bitcast=True)
@@ -151,6 +153,11 @@ def _grid(n: int) -> tuple[int]:
     return (triton.cdiv(n, BLOCK),)
 
 
+def _device_of(t: torch.Tensor):
+    """Launch on t's GPU and stream, not the current one (CPU tensors: Triton's interpreter)."""
+    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
+
+
 def multistep_lif_fwd(
     x: torch.Tensor, v_init: torch.Tensor | None, beta: float, v_th: float, v_reset: float,
     reset: int,
@@ -162,12 +169,13 @@ def multistep_lif_fwd(
     v_final = torch.empty(n, dtype=torch.float32, device=x.device)
     if n == 0:
         return spikes, v_final
-    _multistep_lif_fwd_kernel[_grid(n)](
-        x, v_final if v_init is None else v_init, spikes, v_final,
-        steps, n, beta, v_th, v_reset,
-        RESET=reset, HAS_V_INIT=v_init is not None, BLOCK=BLOCK,
-        num_warps=NUM_WARPS, enable_fp_fusion=False,
-    )
+    with _device_of(x):
+        _multistep_lif_fwd_kernel[_grid(n)](
+            x, v_final if v_init is None else v_init, spikes, v_final,
+            steps, n, beta, v_th, v_reset,
+            RESET=reset, HAS_V_INIT=v_init is not None, BLOCK=BLOCK,
+            num_warps=NUM_WARPS, enable_fp_fusion=False,
+        )
     return spikes, v_final
 
 
@@ -184,12 +192,13 @@ def multistep_lif_bwd(
     grad_v_init = torch.empty(n, dtype=torch.float32, device=x.device)
     if n == 0:
         return grad_x, grad_v_init
-    _multistep_lif_bwd_kernel[_grid(n)](
-        x, grad_v_init if v_init is None else v_init, grad_s,
-        grad_v_init if grad_v is None else grad_v, h, grad_x, grad_v_init,
-        steps, n, beta, v_th, v_reset, sg_a, sg_b,
-        RESET=reset, SURROGATE=surrogate, DETACH_RESET=detach_reset,
-        HAS_V_INIT=v_init is not None, HAS_GRAD_V=grad_v is not None, BLOCK=BLOCK,
-        num_warps=NUM_WARPS, enable_fp_fusion=False,
-    )
+    with _device_of(x):
+        _multistep_lif_bwd_kernel[_grid(n)](
+            x, grad_v_init if v_init is None else v_init, grad_s,
+            grad_v_init if grad_v is None else grad_v, h, grad_x, grad_v_init,
+            steps, n, beta, v_th, v_reset, sg_a, sg_b,
+            RESET=reset, SURROGATE=surrogate, DETACH_RESET=detach_reset,
+            HAS_V_INIT=v_init is not None, HAS_GRAD_V=grad_v is not None, BLOCK=BLOCK,
+            num_warps=NUM_WARPS, enable_fp_fusion=False,
+        )
     return grad_x, grad_v_init

@@ -173,6 +173,7 @@ def compare_models(
     finally:
         for name, m in layers.items():
             m.backend = original[name]
+            m.reset_state()
     surrogates = {m.kwargs["surrogate"] for m in layers.values()}
     steps = x.shape[0] if x.dim() > 1 else 1
     atol = max(GRAD_ATOL_PER_STEP.get(s, 0.0) for s in surrogates) * steps * len(layers)
@@ -188,6 +189,7 @@ def _run_model(model, layers, x, backend, seed) -> dict[str, torch.Tensor]:
     hooks = [m.register_forward_hook(capture(name)) for name, m in layers.items()]
     for m in layers.values():
         m.backend = backend
+        m.reset_state()  # every backend starts single-step layers from rest
     xb = x.detach().clone().requires_grad_()
     try:
         out = model(xb)

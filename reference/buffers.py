@@ -42,6 +42,9 @@ class _BufferCache:
         """An uninitialised CPU tensor of ``shape`` and ``dtype``, from the cache when large."""
         nbytes = math.prod(shape) * dtype.itemsize
         if nbytes < MIN_BYTES or nbytes > self.max_bytes:
+            if self._returned:  # buffers may die after the cache was turned off: let them go
+                with self._lock:
+                    self._file_returned()
             return torch.empty(shape, dtype=dtype)
         with self._lock:
             self._file_returned()

@@ -8,7 +8,8 @@ contiguous run of ``x[t]`` and the inner loop over lanes vectorises (SIMD).
 
 Every literal is a ``np.float32``: a bare ``1.0`` is float64 in Numba and would promote the math.
 bfloat16 is read and written natively, as 16-bit patterns: widening is a shift, and narrowing rounds
-to nearest even exactly as torch does; float16 is widened to float32 by the launcher first.
+to nearest even as torch does (a NaN becomes 0x7FC0, where torch's vectorised cast may keep other
+NaN bits); float16 is widened to float32 by the launcher first.
 """
 
 from __future__ import annotations

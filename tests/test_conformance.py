@@ -78,6 +78,15 @@ def test_models_conform_layer_by_layer():
     assert model[1].backend == "auto"  # restored
 
 
+def test_single_step_models_start_each_backend_from_rest():
+    torch.manual_seed(0)
+    layer = LIF(tau=2.0, step_mode="single")
+    model = nn.Sequential(nn.Linear(8, 8), layer)
+    report = compare_models(model, torch.rand(4, 8) * 2, backends=["torch", "numba"])
+    assert report.ok, report.format()
+    assert layer.v is None
+
+
 def test_default_suite_covers_every_mode():
     cases = default_suite(steps=3, size=17)
     assert len(cases) == 2 * 3 * 4 * 2

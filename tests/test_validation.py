@@ -19,6 +19,8 @@ from tests.cases import BACKENDS, device_for
         pytest.param(torch.rand(0, 4), None, {}, ValueError, "T = 0", id="T-zero"),
         pytest.param(torch.ones(3, 4, dtype=torch.int32), None, {}, TypeError, "int32", id="int"),
         pytest.param(torch.ones(3, 4, dtype=torch.bool), None, {}, TypeError, "bool", id="bool"),
+        pytest.param(torch.rand(3, 4).to(torch.float8_e4m3fn), None, {}, TypeError, "float8",
+                     id="float8"),
         pytest.param([[1.0]], None, {}, TypeError, "torch.Tensor", id="list"),
         pytest.param(torch.rand(3, 4), torch.rand(5), {}, ValueError, r"\(4,\), got \(5,\)",
                      id="v_init-shape"),
@@ -30,6 +32,12 @@ from tests.cases import BACKENDS, device_for
         pytest.param(torch.rand(3, 4), None, dict(reset="soft-ish"), ValueError, "reset",
                      id="reset"),
         pytest.param(torch.rand(3, 4), None, dict(alpha=0), ValueError, "alpha", id="alpha"),
+        pytest.param(torch.rand(3, 4), None, dict(alpha=1e39), ValueError, "overflows",
+                     id="alpha-overflows-float32"),
+        pytest.param(torch.rand(3, 4), None, dict(v_th=1e39), ValueError, "finite float32",
+                     id="v_th-overflows-float32"),
+        pytest.param(torch.rand(3, 4), None, dict(v_th=1e-46), ValueError, "v_th",
+                     id="v_th-underflows-to-zero"),
         pytest.param(torch.rand(3, 4), None, dict(backend="cupy"), RuntimeError,
                      "unknown backend 'cupy'", id="backend-unknown"),
         pytest.param(torch.rand(3, 4, dtype=torch.float64), None, dict(backend="numba"),
@@ -52,6 +60,14 @@ def test_triton_without_gpu_or_interpreter(monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     with pytest.raises(RuntimeError, match="needs a CUDA tensor.*TRITON_INTERPRET=1"):
         multistep_lif(torch.rand(3, 4), beta=0.5, backend="triton")
+
+
+def test_custom_op_called_directly_checks_its_backend():
+    with pytest.raises(ValueError, match="backend 'numba' or 'triton'"):
+        torch.ops.neuro_emu.multistep_lif_fwd(
+            torch.rand(2, 3, dtype=torch.float64), None, 0.5, 1.0, 0, 0.0, 0, 1.0, 1.0, False,
+            "numba",
+        )
 
 
 def test_missing_package_is_named(monkeypatch):

@@ -56,6 +56,7 @@ _KERNEL_MODULES = {
 }
 
 Backend = Literal["auto", "torch", "numba", "triton"]
+_FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
 
 @dataclass(frozen=True)
@@ -89,10 +90,11 @@ def lif_params(
     """
     if not (_is_number(beta) and 0.0 <= beta <= 1.0):
         raise ValueError(f"beta must be a number in [0, 1] (1 - 1/tau; IF is 1), got {beta!r}")
-    if not (_is_number(v_th) and math.isfinite(v_th) and v_th > 0):
-        raise ValueError(f"v_th must be a finite number > 0, got {v_th!r}")
-    if not (_is_number(v_reset) and math.isfinite(v_reset)):
-        raise ValueError(f"v_reset must be a finite number, got {v_reset!r}")
+    # Checked after rounding: 1e39 is finite as a Python float but infinite in float32.
+    if not (_is_number(v_th) and math.isfinite(as_float32(v_th)) and as_float32(v_th) > 0):
+        raise ValueError(f"v_th must be a finite float32 number > 0, got {v_th!r}")
+    if not (_is_number(v_reset) and math.isfinite(as_float32(v_reset))):
+        raise ValueError(f"v_reset must be a finite float32 number, got {v_reset!r}")
     if reset not in RESET_MODES:
         raise ValueError(f"reset must be one of {sorted(RESET_MODES)}, got {reset!r}")
     sg_a, sg_b = surrogate_constants(surrogate, alpha)
@@ -163,7 +165,7 @@ def check_inputs(x: torch.Tensor, v_init: torch.Tensor | None) -> None:
         raise ValueError("x must have shape [T, *shape] (time first), got a 0-dim tensor")
     if x.shape[0] == 0:
         raise ValueError(f"x has T = 0 time steps (shape {tuple(x.shape)}); T must be >= 1")
-    if not x.dtype.is_floating_point:
+    if x.dtype not in _FLOAT_DTYPES:
         raise TypeError(
             f"x must be float32, float16, bfloat16 or float64, got {x.dtype} "
             "(convert spike counts or integer inputs with x.float())"
@@ -259,7 +261,7 @@ def _multistep_lif_fwd(
     """Kernel forward: x [T, *shape] -> (spikes [T, *shape] in x.dtype, v_final [*shape] f32).
 
     The surrogate arguments are unused here; they ride along for the backward."""
-    kernel = importlib.import_module(_KERNEL_MODULES[backend])
+    kernel = _kernel_module(backend, x)
     steps = x.shape[0]
     spikes, v_final = kernel.multistep_lif_fwd(
         x.contiguous().view(steps, -1), _flat_membrane(v_init), beta, v_th, v_reset, reset
@@ -269,7 +271,8 @@ def _multistep_lif_fwd(
 
 @_multistep_lif_fwd.register_fake
 def _(x, v_init, beta, v_th, reset, v_reset, surrogate, sg_a, sg_b, detach_reset, backend):
-    return torch.empty_like(x), x.new_empty(x.shape[1:], dtype=torch.float32)
+    # The kernels return contiguous tensors whatever x's strides: so must the fake.
+    return x.new_empty(x.shape), x.new_empty(x.shape[1:], dtype=torch.float32)
 
 
 @torch.library.custom_op("neuro_emu::multistep_lif_bwd", mutates_args=())
@@ -290,7 +293,7 @@ def _multistep_lif_bwd(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Kernel BPTT: (grad_s [T, *shape], grad_v_final [*shape], the forward's x and v_init) ->
     (grad_x [T, *shape] in x.dtype, grad_v_init [*shape] float32). Recomputes h from x."""
-    kernel = importlib.import_module(_KERNEL_MODULES[backend])
+    kernel = _kernel_module(backend, x)
     steps = x.shape[0]
     grad_x, grad_v_init = kernel.multistep_lif_bwd(
         grad_s.to(x.dtype).contiguous().view(steps, -1),
@@ -305,7 +308,18 @@ def _multistep_lif_bwd(
 @_multistep_lif_bwd.register_fake
 def _(grad_s, grad_v, x, v_init, beta, v_th, reset, v_reset, surrogate, sg_a, sg_b, detach_reset,
       backend):
-    return torch.empty_like(x), x.new_empty(x.shape[1:], dtype=torch.float32)
+    # The kernels return contiguous tensors whatever x's strides: so must the fake.
+    return x.new_empty(x.shape), x.new_empty(x.shape[1:], dtype=torch.float32)
+
+
+def _kernel_module(backend: str, x: torch.Tensor):
+    """The kernel module of ``backend``, for direct callers of the custom ops too."""
+    if backend not in _KERNEL_MODULES or x.dtype not in _FLOAT_DTYPES[:3]:
+        raise ValueError(
+            f"the kernel ops take backend 'numba' or 'triton' and float32/16 or bfloat16 x, got "
+            f"backend={backend!r} and {x.dtype}; call neuro_emu.ops.multistep_lif instead"
+        )
+    return importlib.import_module(_KERNEL_MODULES[backend])
 
 
 def _flat_membrane(v: torch.Tensor | None) -> torch.Tensor | None:

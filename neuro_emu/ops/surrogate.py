@@ -44,10 +44,14 @@ def surrogate_constants(surrogate: str, alpha: float) -> tuple[float, float]:
     if not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and alpha > 0):
         raise ValueError(f"alpha must be a finite number > 0, got {alpha!r}")
     if surrogate == "atan":
-        return as_float32(math.pi / 2 * alpha), as_float32(alpha / 2)
-    if surrogate == "rectangle":
-        return as_float32(alpha), as_float32(0.5 / alpha)
-    return as_float32(alpha), 0.0
+        constants = as_float32(math.pi / 2 * alpha), as_float32(alpha / 2)
+    elif surrogate == "rectangle":
+        constants = as_float32(alpha), as_float32(0.5 / alpha)
+    else:
+        constants = as_float32(alpha), 0.0
+    if not all(math.isfinite(c) for c in constants) or constants[0] == 0:
+        raise ValueError(f"alpha={alpha!r} overflows or underflows float32 for {surrogate}")
+    return constants
 
 
 def surrogate_grad(u: torch.Tensor, surrogate: int, a: float, b: float) -> torch.Tensor:
