@@ -33,8 +33,10 @@ SURROGATE_IDS: dict[str, int] = {name: i for i, name in enumerate(SURROGATES)}
 
 
 def as_float32(value: float) -> float:
-    """``value`` rounded to the nearest float32, as a Python float (exact in every backend)."""
-    return float(np.float32(value))
+    """``value`` rounded to the nearest float32, as a Python float (exact in every backend);
+    too large a value becomes inf, which the callers reject."""
+    with np.errstate(over="ignore"):
+        return float(np.float32(value))
 
 
 def surrogate_constants(surrogate: str, alpha: float) -> tuple[float, float]:
