@@ -1,0 +1,251 @@
+"""Convolution and linear layers over binary spikes: validation, the dense path, one dispatcher each.
+
+``spike_conv2d(spikes, weight, ...)`` is ``F.conv2d(spikes, weight, ...)`` and ``spike_linear`` is
+``F.linear``, for inputs that are 0 or 1. The sparse backends do work only for the spikes present,
+with additions only (``kernels/spike_conv.py``, ``reference/spike_conv.py`` say how).
+
+Two modes, chosen by the weight's dtype:
+
+- float: float32 or bfloat16 weight, float bias; float32 accumulation and float32 output.
+- integer: int8 weight, int32 (or smaller integer) bias; int32 accumulation and int32 output,
+  exact on every backend whatever the order of the additions (the Loihi emulator rests on it).
+
+In float mode the backends sum the same terms in different orders. Every order obeys the classic
+bound for a sum of ``k`` float32 terms: ``|computed - exact| <= gamma_k * sum(|terms|)`` with
+``gamma_k = k * 2^-24 / (1 - k * 2^-24)``, where ``k`` counts the weights added into that output
+(plus the bias). :func:`float_error_bound` computes it per output; the tests hold every backend to
+it against a float64 reference.
+
+Backends: ``"dense"`` (``F.conv2d`` / ``F.linear``; integer mode in float64, exact for int8
+weights), ``"numba"`` (CPU), ``"triton"`` (CUDA, or Triton's interpreter with
+``TRITON_INTERPRET=1``), ``"auto"`` (Triton on CUDA, Numba on CPU). The sparse backends return
+the convolution output in channels-last memory format, their native layout.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+from neuro_emu.ops.multistep_lif import backend_unavailable_reason
+from neuro_emu.reference.buffers import CACHE
+
+_KERNEL_MODULES = {"numba": "neuro_emu.reference.spike_conv", "triton": "neuro_emu.kernels.spike_conv"}
+_FLOAT_WEIGHTS = (torch.float32, torch.bfloat16)
+_SPIKE_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64, torch.bool,
+                 torch.uint8, torch.int8, torch.int32, torch.int64)
+SparseBackend = Literal["auto", "dense", "numba", "triton"]
+IntPair = int | tuple[int, int]
+
+
+def _mode(weight: torch.Tensor) -> str:
+    if not isinstance(weight, torch.Tensor):
+        raise TypeError(f"weight must be a torch.Tensor, got {type(weight).__name__}")
+    if weight.dtype in _FLOAT_WEIGHTS:
+        return "float"
+    if weight.dtype == torch.int8:
+        return "int"
+    raise TypeError(
+        f"weight must be float32 or bfloat16 (float mode) or int8 (integer mode), got {weight.dtype}"
+    )
+
+
+def check_spikes(spikes: torch.Tensor, rank: int, check: bool) -> None:
+    """Raise unless ``spikes`` is a tensor of rank ``rank`` whose values are all 0 or 1 (the value
+    check, a pass over the input, runs only with ``check=True``)."""
+    if not isinstance(spikes, torch.Tensor):
+        raise TypeError(f"spikes must be a torch.Tensor, got {type(spikes).__name__}")
+    if spikes.dim() != rank:
+        layout = "[N, C, H, W]" if rank == 4 else "[N, F]"
+        raise ValueError(f"spikes must be {layout} (fold T and batch into N), got {tuple(spikes.shape)}")
+    if spikes.dtype not in _SPIKE_DTYPES:
+        raise TypeError(f"spikes must be a real or integer tensor of 0s and 1s, got {spikes.dtype}")
+    if check:
+        bad = int(((spikes != 0) & (spikes != 1)).sum())
+        if bad:
+            raise ValueError(
+                f"spikes must be binary (0 or 1): {bad} of {spikes.numel()} values are not "
+                "(NaN included); pass check=False to skip this check"
+            )
+
+
+def _check_bias(bias: torch.Tensor | None, mode: str, out_channels: int, device) -> None:
+    if bias is None:
+        return
+    if not isinstance(bias, torch.Tensor) or bias.shape != (out_channels,):
+        shape = tuple(bias.shape) if isinstance(bias, torch.Tensor) else type(bias).__name__
+        raise ValueError(f"bias must be a tensor of shape ({out_channels},), got {shape}")
+    if mode == "int" and (bias.dtype.is_floating_point or bias.dtype.is_complex):
+        raise TypeError(f"integer mode (int8 weight) takes an integer bias, got {bias.dtype}")
+    if mode == "float" and not bias.dtype.is_floating_point:
+        raise TypeError(f"float mode takes a floating-point bias, got {bias.dtype}")
+    if bias.device != device:
+        raise ValueError(f"bias is on {bias.device} but spikes are on {device}")
+
+
+def _pair(value: IntPair, name: str) -> tuple[int, int]:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value, value
+    if isinstance(value, (tuple, list)) and len(value) == 2 and all(
+        isinstance(v, int) and not isinstance(v, bool) for v in value
+    ):
+        return int(value[0]), int(value[1])
+    raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
+
+
+def _resolve(backend: str, spikes: torch.Tensor) -> str:
+    if backend == "dense":
+        return backend
+    if backend == "auto":
+        preferred = "triton" if spikes.device.type == "cuda" else "numba"
+        return preferred if backend_unavailable_reason(preferred, spikes.device) is None else "dense"
+    if backend not in _KERNEL_MODULES:
+        raise ValueError(f"backend must be 'auto', 'dense', 'numba' or 'triton', got {backend!r}")
+    reason = backend_unavailable_reason(backend, spikes.device)
+    if reason is not None:
+        raise RuntimeError(f"backend={backend!r} is not available: {reason}")
+    return backend
+
+
+def _accumulator(shape: tuple[int, ...], mode: str, bias, device) -> torch.Tensor:
+    """The output buffer, holding ``bias`` (shaped to broadcast over ``shape``) or zeros."""
+    dtype = torch.int32 if mode == "int" else torch.float32
+    out = CACHE.empty(shape, dtype) if device.type == "cpu" else torch.empty(shape, dtype=dtype,
+                                                                            device=device)
+    return out.fill_(0) if bias is None else out.copy_(bias.to(dtype).expand(shape))
+
+
+def spike_conv2d(
+    spikes: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    stride: IntPair = 1,
+    padding: IntPair = 0,
+    dilation: IntPair = 1,
+    groups: int = 1,
+    backend: SparseBackend = "auto",
+    check: bool = True,
+) -> torch.Tensor:
+    """``F.conv2d`` of binary spikes, by additions only on the sparse backends.
+
+    Args:
+        spikes: ``[N, C, H, W]`` of 0s and 1s (any real, bool or integer dtype); N may fold T and
+            batch.
+        weight: ``[O, C // groups, KH, KW]``, float32/bfloat16 (float mode) or int8 (integer mode).
+        bias: ``[O]``, float (float mode) or integer (integer mode), or None.
+        stride, padding, dilation, groups: as ``F.conv2d`` (ints or pairs; no string padding).
+        backend: "auto", "dense", "numba" or "triton" (see the module docstring).
+        check: verify that spikes are binary (a pass over the input); False skips it.
+
+    Returns:
+        ``[N, O, OH, OW]`` float32 (float mode) or int32 (integer mode).
+
+    Raises:
+        TypeError / ValueError: bad dtypes, ranks, shapes, geometry (torch's own messages), a
+            non-binary input (with the count of offending values), mismatched devices.
+        RuntimeError: the backend cannot run here (the message says why).
+    """
+    mode = _mode(weight)
+    check_spikes(spikes, 4, check)
+    stride, padding, dilation = (
+        _pair(stride, "stride"), _pair(padding, "padding"), _pair(dilation, "dilation")
+    )
+    if weight.device != spikes.device:
+        raise ValueError(f"weight is on {weight.device} but spikes are on {spikes.device}")
+    expected_channels = weight.shape[1] * groups if weight.dim() == 4 else None
+    if expected_channels is not None and spikes.shape[1] != expected_channels:
+        raise RuntimeError(  # torch's wording; its shape-only check below says less
+            f"expected input{list(spikes.shape)} to have {expected_channels} channels (weight "
+            f"{list(weight.shape)}, groups={groups}), but got {spikes.shape[1]} channels instead"
+        )
+    # torch validates the rest of the geometry, with its own messages, on shape-only tensors.
+    out_shape = F.conv2d(
+        torch.empty(spikes.shape, device="meta"), torch.empty(weight.shape, device="meta"),
+        None, stride, padding, dilation, groups,
+    ).shape
+    _check_bias(bias, mode, weight.shape[0], spikes.device)
+    backend = _resolve(backend, spikes)
+    if backend == "dense":
+        return _dense(F.conv2d, spikes, weight, bias, mode, stride, padding, dilation, groups)
+    n, out_channels, out_h, out_w = out_shape
+    group_out, kernel_h, kernel_w = out_channels // groups, weight.shape[2], weight.shape[3]
+    # [O, C/g, KH, KW] -> [g, O/g, C/g, KH, KW] -> [C, KH, KW, O/g]: one contiguous row per
+    # (input channel, kernel offset), holding that channel's group of output channels.
+    weight_t = (
+        weight.view(groups, group_out, -1, kernel_h, kernel_w)
+        .permute(0, 2, 3, 4, 1)
+        .reshape(spikes.shape[1], kernel_h, kernel_w, group_out)
+        .to(torch.int8 if mode == "int" else torch.float32)
+        .contiguous()
+    )
+    bias = None if bias is None else bias.view(groups, group_out)
+    out = _accumulator((n, out_h, out_w, groups, group_out), mode, bias, spikes.device)
+    kernel = importlib.import_module(_KERNEL_MODULES[backend])
+    kernel.spike_conv2d(
+        _as_uint8(spikes), weight_t, out, stride, padding, dilation, groups
+    )
+    return out.view(n, out_h, out_w, out_channels).permute(0, 3, 1, 2)
+
+
+def spike_linear(
+    spikes: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    backend: SparseBackend = "auto",
+    check: bool = True,
+) -> torch.Tensor:
+    """``F.linear`` of binary spikes ``[N, F]`` with ``weight: [O, F]``, by additions only on the
+    sparse backends. Returns ``[N, O]`` float32 (float mode) or int32 (integer mode). Arguments
+    and errors as :func:`spike_conv2d`."""
+    mode = _mode(weight)
+    check_spikes(spikes, 2, check)
+    if weight.device != spikes.device:
+        raise ValueError(f"weight is on {weight.device} but spikes are on {spikes.device}")
+    F.linear(torch.empty(spikes.shape, device="meta"), torch.empty(weight.shape, device="meta"))
+    _check_bias(bias, mode, weight.shape[0], spikes.device)
+    backend = _resolve(backend, spikes)
+    if backend == "dense":
+        return _dense(F.linear, spikes, weight, bias, mode)
+    weight_t = weight.t().to(torch.int8 if mode == "int" else torch.float32).contiguous()
+    out = _accumulator((spikes.shape[0], weight.shape[0]), mode, bias, spikes.device)
+    kernel = importlib.import_module(_KERNEL_MODULES[backend])
+    kernel.spike_linear(_as_uint8(spikes), weight_t, out)
+    return out
+
+
+def _as_uint8(spikes: torch.Tensor) -> torch.Tensor:
+    """Binary spikes as contiguous uint8 0/1 (a byte per value: a quarter of float32's traffic)."""
+    if spikes.dtype in (torch.bool, torch.uint8):
+        return spikes.contiguous().view(torch.uint8)
+    return (spikes != 0).view(torch.uint8).contiguous()
+
+
+def _dense(op, spikes, weight, bias, mode, *geometry) -> torch.Tensor:
+    """The reference path: float32 for float mode; float64 for integer mode (exact: every sum of
+    int8 weights over binary inputs is far below 2^53), returned as int32."""
+    dtype = torch.float64 if mode == "int" else torch.float32
+    out = op(
+        spikes.to(dtype), weight.to(dtype), None if bias is None else bias.to(dtype), *geometry
+    )
+    return out.to(torch.int32) if mode == "int" else out
+
+
+def float_error_bound(
+    spikes: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, **conv
+) -> torch.Tensor:
+    """Per-output bound on a float32 result's error against the exact sum (module docstring):
+    ``gamma_k * sum(|terms|)`` with ``k`` the number of terms. ``conv``: the geometry for a
+    convolution (weight of rank 4), nothing for linear."""
+    op = F.conv2d if weight.dim() == 4 else F.linear
+    ones = torch.ones_like(weight, dtype=torch.float64)
+    s = spikes.to(torch.float64)
+    terms = op(s, ones, None, **conv) + (0 if bias is None else 1)
+    magnitude = op(s, weight.to(torch.float64).abs(), None, **conv)
+    if bias is not None:
+        shape = (-1, 1, 1) if weight.dim() == 4 else (-1,)
+        magnitude = magnitude + bias.to(torch.float64).abs().view(shape)
+    unit = 2.0**-24
+    return terms * unit / (1 - terms * unit) * magnitude
