@@ -25,6 +25,7 @@ setup(
         "numba",
         "nir",
         "tqdm",
+        "matplotlib",
     ],
     extras_require={
         "test": ["pytest", "pytest-benchmark", "hypothesis"],

@@ -13,6 +13,8 @@ import os
 import sys
 from collections.abc import Sequence
 
+from neuro_emu.benchmarks import SUITES
+
 
 def _use_triton_interpreter_without_gpu() -> None:
     """Without CUDA, run Triton kernels in Triton's CPU interpreter. Must happen before any kernel
@@ -124,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Runs bench/test_<suite>.py from a source checkout; extra arguments after "
         "'--' go to pytest.",
     )
-    bench.add_argument("--suite", required=True, choices=["neurons"])
+    bench.add_argument("--suite", required=True, choices=SUITES)
     bench.add_argument("--quick", action="store_true", help="small shapes, for a smoke run")
     bench.add_argument("pytest_args", nargs="*", help="passed to pytest (after --)")
     bench.set_defaults(func=cmd_bench)

@@ -1,4 +1,4 @@
-"""Convolution and linear layers over binary spikes: validation, the dense path, one dispatcher each.
+"""Convolution and linear layers over binary spikes: validation, dense path, one dispatcher each.
 
 ``spike_conv2d(spikes, weight, ...)`` is ``F.conv2d(spikes, weight, ...)`` and ``spike_linear`` is
 ``F.linear``, for inputs that are 0 or 1. The sparse backends do work only for the spikes present,
@@ -33,7 +33,10 @@ import torch.nn.functional as F
 from neuro_emu.ops.multistep_lif import backend_unavailable_reason
 from neuro_emu.reference.buffers import CACHE
 
-_KERNEL_MODULES = {"numba": "neuro_emu.reference.spike_conv", "triton": "neuro_emu.kernels.spike_conv"}
+_KERNEL_MODULES = {
+    "numba": "neuro_emu.reference.spike_conv",
+    "triton": "neuro_emu.kernels.spike_conv",
+}
 _FLOAT_WEIGHTS = (torch.float32, torch.bfloat16)
 _SPIKE_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64, torch.bool,
                  torch.uint8, torch.int8, torch.int32, torch.int64)
@@ -49,7 +52,8 @@ def _mode(weight: torch.Tensor) -> str:
     if weight.dtype == torch.int8:
         return "int"
     raise TypeError(
-        f"weight must be float32 or bfloat16 (float mode) or int8 (integer mode), got {weight.dtype}"
+        "weight must be float32 or bfloat16 (float mode) or int8 (integer mode), "
+        f"got {weight.dtype}"
     )
 
 
@@ -60,9 +64,13 @@ def check_spikes(spikes: torch.Tensor, rank: int, check: bool) -> None:
         raise TypeError(f"spikes must be a torch.Tensor, got {type(spikes).__name__}")
     if spikes.dim() != rank:
         layout = "[N, C, H, W]" if rank == 4 else "[N, F]"
-        raise ValueError(f"spikes must be {layout} (fold T and batch into N), got {tuple(spikes.shape)}")
+        raise ValueError(
+            f"spikes must be {layout} (fold T and batch into N), got {tuple(spikes.shape)}"
+        )
     if spikes.dtype not in _SPIKE_DTYPES:
-        raise TypeError(f"spikes must be a real or integer tensor of 0s and 1s, got {spikes.dtype}")
+        raise TypeError(
+            f"spikes must be a real or integer tensor of 0s and 1s, got {spikes.dtype}"
+        )
     if check:
         bad = int(((spikes != 0) & (spikes != 1)).sum())
         if bad:
@@ -101,7 +109,8 @@ def _resolve(backend: str, spikes: torch.Tensor) -> str:
         return backend
     if backend == "auto":
         preferred = "triton" if spikes.device.type == "cuda" else "numba"
-        return preferred if backend_unavailable_reason(preferred, spikes.device) is None else "dense"
+        available = backend_unavailable_reason(preferred, spikes.device) is None
+        return preferred if available else "dense"
     if backend not in _KERNEL_MODULES:
         raise ValueError(f"backend must be 'auto', 'dense', 'numba' or 'triton', got {backend!r}")
     reason = backend_unavailable_reason(backend, spikes.device)
@@ -113,8 +122,10 @@ def _resolve(backend: str, spikes: torch.Tensor) -> str:
 def _accumulator(shape: tuple[int, ...], mode: str, bias, device) -> torch.Tensor:
     """The output buffer, holding ``bias`` (shaped to broadcast over ``shape``) or zeros."""
     dtype = torch.int32 if mode == "int" else torch.float32
-    out = CACHE.empty(shape, dtype) if device.type == "cpu" else torch.empty(shape, dtype=dtype,
-                                                                            device=device)
+    if device.type == "cpu":
+        out = CACHE.empty(shape, dtype)
+    else:
+        out = torch.empty(shape, dtype=dtype, device=device)
     return out.fill_(0) if bias is None else out.copy_(bias.to(dtype).expand(shape))
 
 

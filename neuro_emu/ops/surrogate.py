@@ -30,13 +30,15 @@ import torch
 
 SURROGATES: tuple[str, ...] = ("atan", "sigmoid", "triangle", "rectangle")
 SURROGATE_IDS: dict[str, int] = {name: i for i, name in enumerate(SURROGATES)}
+_FLOAT32_OVERFLOW = 3.4028235677973366e38  # the largest float32 plus half an ulp: rounds to inf
 
 
 def as_float32(value: float) -> float:
     """``value`` rounded to the nearest float32, as a Python float (exact in every backend);
     too large a value becomes inf, which the callers reject."""
-    with np.errstate(over="ignore"):
-        return float(np.float32(value))
+    if abs(value) >= _FLOAT32_OVERFLOW:  # numpy would warn; torch.compile cannot trace errstate
+        return math.copysign(math.inf, value)
+    return float(np.float32(value))
 
 
 def surrogate_constants(surrogate: str, alpha: float) -> tuple[float, float]:

@@ -1,0 +1,119 @@
+"""Convolution and linear layers for spike trains ``[T, B, ...]`` that use the spike-sparse kernels
+when the input is sparse enough for them to pay.
+
+Training (grad enabled and the weights or the input requiring grad) always takes the dense path,
+``F.conv2d`` / ``F.linear`` under autograd. Otherwise each call measures the input's sparsity
+(stored in ``last_sparsity``) and runs :func:`neuro_emu.ops.spike_conv2d` /
+:func:`~neuro_emu.ops.spike_linear` on the sparse backend at or above ``sparse_threshold``, dense
+below it. The default threshold is the crossover that the benchmark measured on this project's
+2-core CPU for the VGG 128-channel 16x16 layer (``bench/results/sparse_conv-*.md``): below it, the
+dense convolution is faster. On other machines, measure yours with
+``neuro-emu bench --suite sparse_conv`` and pass ``sparse_threshold``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from neuro_emu.ops import spike_conv2d, spike_linear
+from neuro_emu.ops.spike_conv import SparseBackend, check_spikes
+
+# Crossover sparsity of the Numba path against torch's dense convolution, VGG 128@16x16, batch
+# 32 x T 4, on the 2-core CPU (bench/results/sparse_conv-cpu-amd-epyc-2cores.md).
+DEFAULT_SPARSE_THRESHOLD = 0.9
+
+
+class _SparseWhenItPays:
+    """The dispatch shared by the two layers: dense under autograd or below the threshold."""
+
+    backend: SparseBackend
+    sparse_threshold: float
+    check: bool
+    last_sparsity: float | None
+
+    def _use_sparse(self, flat: torch.Tensor, rank: int) -> bool:
+        check_spikes(flat, rank, self.check)
+        if torch.is_grad_enabled() and (flat.requires_grad or self.weight.requires_grad):
+            self.last_sparsity = None
+            return False
+        self.last_sparsity = 1.0 - torch.count_nonzero(flat).item() / max(flat.numel(), 1)
+        return self.backend != "dense" and self.last_sparsity >= self.sparse_threshold
+
+
+def _time_batch_check(x: torch.Tensor, rank: int, layout: str) -> None:
+    if not isinstance(x, torch.Tensor) or x.dim() != rank:
+        got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"expected spikes {layout}, got {got}")
+
+
+class SpikingConv2d(nn.Conv2d, _SparseWhenItPays):
+    """``nn.Conv2d`` over spikes ``x: [T, B, C, H, W] -> [T, B, O, OH, OW]``.
+
+    Args beyond ``nn.Conv2d``'s: ``backend`` for the sparse path ("auto", "numba", "triton"; or
+    "dense" to never use it), ``sparse_threshold`` (sparsity from which the sparse path runs),
+    ``check`` (verify the input is binary; a pass over it). Padding must be numeric (no "same"),
+    padding_mode "zeros".
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, int],
+        stride: int | tuple[int, int] = 1,
+        padding: int | tuple[int, int] = 0,
+        dilation: int | tuple[int, int] = 1,
+        groups: int = 1,
+        bias: bool = True,
+        *,
+        backend: SparseBackend = "auto",
+        sparse_threshold: float = DEFAULT_SPARSE_THRESHOLD,
+        check: bool = True,
+    ) -> None:
+        if isinstance(padding, str):
+            raise TypeError(f"padding must be an int or a pair of ints, got {padding!r}")
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups,
+                         bias)
+        self.backend, self.sparse_threshold, self.check = backend, sparse_threshold, check
+        self.last_sparsity = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _time_batch_check(x, 5, "[T, B, C, H, W]")
+        steps, batch = x.shape[:2]
+        flat = x.reshape(steps * batch, *x.shape[2:])
+        if self._use_sparse(flat, 4):
+            out = spike_conv2d(flat, self.weight, self.bias, self.stride, self.padding,
+                               self.dilation, self.groups, backend=self.backend, check=False)
+        else:
+            out = super().forward(flat)
+        return out.reshape(steps, batch, *out.shape[1:])
+
+
+class SpikingLinear(nn.Linear, _SparseWhenItPays):
+    """``nn.Linear`` over spikes ``x: [T, B, F] -> [T, B, O]``; arguments as
+    :class:`SpikingConv2d`."""
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        *,
+        backend: SparseBackend = "auto",
+        sparse_threshold: float = DEFAULT_SPARSE_THRESHOLD,
+        check: bool = True,
+    ) -> None:
+        super().__init__(in_features, out_features, bias)
+        self.backend, self.sparse_threshold, self.check = backend, sparse_threshold, check
+        self.last_sparsity = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _time_batch_check(x, 3, "[T, B, F]")
+        steps, batch = x.shape[:2]
+        flat = x.reshape(steps * batch, x.shape[2])
+        if self._use_sparse(flat, 2):
+            out = spike_linear(flat, self.weight, self.bias, backend=self.backend, check=False)
+        else:
+            out = super().forward(flat)
+        return out.reshape(steps, batch, -1)
