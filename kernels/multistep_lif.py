@@ -15,11 +15,10 @@ for float32 inputs, so no extra memory) and reads grad_s, writes grad_x.
 
 from __future__ import annotations
 
-import contextlib
-
 import torch
 import triton
 import triton.language as tl
+from neuro_emu.kernels.launch import device_of
 
 # A plain elementwise stream: 1024 lanes x 4 warps is Triton's usual choice for such kernels.
 # Not yet tuned on a GPU (no GPU session so far).
@@ -153,10 +152,6 @@ def _grid(n: int) -> tuple[int]:
     return (triton.cdiv(n, BLOCK),)
 
 
-def _device_of(t: torch.Tensor):
-    """Launch on t's GPU and stream, not the current one (CPU tensors: Triton's interpreter)."""
-    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
-
 
 def multistep_lif_fwd(
     x: torch.Tensor, v_init: torch.Tensor | None, beta: float, v_th: float, v_reset: float,
@@ -169,7 +164,7 @@ def multistep_lif_fwd(
     v_final = torch.empty(n, dtype=torch.float32, device=x.device)
     if n == 0:
         return spikes, v_final
-    with _device_of(x):
+    with device_of(x):
         _multistep_lif_fwd_kernel[_grid(n)](
             x, v_final if v_init is None else v_init, spikes, v_final,
             steps, n, beta, v_th, v_reset,
@@ -192,7 +187,7 @@ def multistep_lif_bwd(
     grad_v_init = torch.empty(n, dtype=torch.float32, device=x.device)
     if n == 0:
         return grad_x, grad_v_init
-    with _device_of(x):
+    with device_of(x):
         _multistep_lif_bwd_kernel[_grid(n)](
             x, grad_v_init if v_init is None else v_init, grad_s,
             grad_v_init if grad_v is None else grad_v, h, grad_x, grad_v_init,

@@ -195,9 +195,7 @@ def spike_conv2d(
     bias = None if bias is None else bias.view(groups, group_out)
     out = _accumulator((n, out_h, out_w, groups, group_out), mode, bias, spikes.device)
     kernel = importlib.import_module(_KERNEL_MODULES[backend])
-    kernel.spike_conv2d(
-        _as_uint8(spikes), weight_t, out, stride, padding, dilation, groups
-    )
+    kernel.spike_conv2d(spikes, weight_t, out, stride, padding, dilation, groups)
     return out.view(n, out_h, out_w, out_channels).permute(0, 3, 1, 2)
 
 
@@ -223,15 +221,8 @@ def spike_linear(
     weight_t = weight.t().to(torch.int8 if mode == "int" else torch.float32).contiguous()
     out = _accumulator((spikes.shape[0], weight.shape[0]), mode, bias, spikes.device)
     kernel = importlib.import_module(_KERNEL_MODULES[backend])
-    kernel.spike_linear(_as_uint8(spikes), weight_t, out)
+    kernel.spike_linear(spikes, weight_t, out)
     return out
-
-
-def _as_uint8(spikes: torch.Tensor) -> torch.Tensor:
-    """Binary spikes as contiguous uint8 0/1 (a byte per value: a quarter of float32's traffic)."""
-    if spikes.dtype in (torch.bool, torch.uint8):
-        return spikes.contiguous().view(torch.uint8)
-    return (spikes != 0).view(torch.uint8).contiguous()
 
 
 def _dense(op, spikes, weight, bias, mode, *geometry) -> torch.Tensor:
