@@ -123,9 +123,13 @@ def _blocks(width: int) -> tuple[int, int]:
     return TILE // block_o, block_o
 
 
-def _events(spikes: torch.Tensor) -> torch.Tensor:
-    """[E] int64 flat indices of the nonzero entries of ``spikes`` (any dtype), ascending."""
-    return torch.nonzero(spikes.reshape(-1)).view(-1)
+def _events(spikes: torch.Tensor, out: torch.Tensor) -> torch.Tensor | None:
+    """[E] int64 flat indices of the nonzero entries of ``spikes`` (any dtype), ascending; None
+    when there is nothing to add (no output, or no spike): ``out`` then keeps the bias."""
+    if out.numel() == 0:
+        return None
+    events = torch.nonzero(spikes.reshape(-1)).view(-1)
+    return events if events.numel() else None
 
 
 def spike_conv2d(
@@ -145,12 +149,10 @@ def spike_conv2d(
     _, channels, height, width = spikes.shape
     _, kh, kw, og = weight_t.shape
     _, oh, ow, _, _ = out.shape
-    if out.numel() == 0:
+    events = _events(spikes, out)
+    if events is None:
         return
-    events = _events(spikes)
     n_events = events.numel()
-    if n_events == 0:  # nothing to add: out keeps the bias
-        return
     block_e, block_o = _blocks(og)
     grid = (triton.cdiv(n_events, block_e), triton.cdiv(og, block_o))
     with device_of(spikes):
@@ -170,12 +172,10 @@ def spike_linear(spikes: torch.Tensor, weight_t: torch.Tensor, out: torch.Tensor
     out[n, :] += weight_t[i, :] for every spike (n, i). Float order: see the module docstring.
     """
     features, width = weight_t.shape
-    if out.numel() == 0:
+    events = _events(spikes, out)
+    if events is None:
         return
-    events = _events(spikes)
     n_events = events.numel()
-    if n_events == 0:  # nothing to add: out keeps the bias
-        return
     block_e, block_o = _blocks(width)
     grid = (triton.cdiv(n_events, block_e), triton.cdiv(width, block_o))
     with device_of(spikes):

@@ -10,6 +10,7 @@ Importing this package is cheap: torch, pytest and the peer libraries are import
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sys
@@ -122,3 +123,19 @@ def run_suite(suite: str, quick: bool = False, pytest_args: list[str] | None = N
             print(f"\n{report}\n")
             sys.stdout.write(report.read_text())
     return exit_code
+
+
+RUN_FIELDS: tuple[str, ...] = ("device", "commit", "date", "command")
+
+
+def stamp_rows(rows: list[dict], meta: dict) -> list[dict]:
+    """Every result row carries the run's device, commit, date and command (STYLE.md)."""
+    run = {k: meta[k] for k in RUN_FIELDS}
+    return [{**row, **run} for row in rows]
+
+
+def write_json(path: Path, report: dict) -> Path:
+    """Write ``report`` as indented JSON at ``path`` (folders created), return the path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    return path

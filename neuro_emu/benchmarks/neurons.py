@@ -22,7 +22,6 @@ pre-made contiguous random gradient).
 from __future__ import annotations
 
 import functools
-import json
 import math
 import time
 from collections.abc import Callable
@@ -31,6 +30,7 @@ from pathlib import Path
 
 import torch
 
+from neuro_emu.benchmarks import stamp_rows, write_json
 from neuro_emu.benchmarks.peers import SEMANTICS_NOTES, available_peers, make_peer_lif
 from neuro_emu.ops import BACKENDS, available_backends, multistep_lif, set_cpu_buffer_cache
 
@@ -263,13 +263,10 @@ def write_report(rows: list[dict], skipped: list[dict], meta: dict, stem: Path) 
     Returns:
         The two paths written.
     """
-    run = {k: meta[k] for k in ("device", "commit", "date", "command")}
-    table = [{**row, **run} for row in derive(rows)]
+    table = stamp_rows(derive(rows), meta)
     params = {**LIF_KWARGS, "input": f"rand(T, N) * {INPUT_SCALE}, seed {INPUT_SEED}"}
     report = {"suite": "neurons", "meta": meta, "params": params, "rows": table, "skipped": skipped}
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    json_path, md_path = stem.with_suffix(".json"), stem.with_suffix(".md")
-    json_path.write_text(json.dumps(report, indent=2) + "\n")
+    json_path, md_path = write_json(stem.with_suffix(".json"), report), stem.with_suffix(".md")
     md_path.write_text(_markdown(table, skipped, meta))
     return [json_path, md_path]
 

@@ -29,13 +29,13 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from neuro_emu.benchmarks import stamp_rows, write_json
 from neuro_emu.ops import backend_unavailable_reason, spike_conv2d, spike_linear
 
 BATCH = 32
@@ -347,8 +347,7 @@ def write_report(rows: list[dict], skipped: list[dict], meta: dict, stem: Path) 
     Returns:
         The three paths written.
     """
-    run = {k: meta[k] for k in ("device", "commit", "date", "command")}
-    table = [{**row, **run} for row in derive(rows)]
+    table = stamp_rows(derive(rows), meta)
     subject = sparse_subject(table)
     params = {
         "N": f"{N} (batch {BATCH} x T {STEPS})",
@@ -370,9 +369,8 @@ def write_report(rows: list[dict], skipped: list[dict], meta: dict, stem: Path) 
         "rows": table,
         "skipped": skipped,
     }
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    json_path, md_path, png_path = (stem.with_suffix(s) for s in (".json", ".md", ".png"))
-    json_path.write_text(json.dumps(report, indent=2) + "\n")
+    json_path = write_json(stem.with_suffix(".json"), report)
+    md_path, png_path = stem.with_suffix(".md"), stem.with_suffix(".png")
     md_path.write_text(_markdown(table, skipped, meta, subject, png_path.name))
     _plot(table, meta, subject, png_path)
     return [json_path, md_path, png_path]
