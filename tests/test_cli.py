@@ -62,3 +62,21 @@ def test_console_script_help():
     )
     assert result.returncode == 0
     assert "conform" in result.stdout and "bench" in result.stdout
+
+
+@pytest.mark.parametrize("suite", ["neurons", "sparse_conv"])
+def test_bench_quick_writes_its_report(suite):
+    """The benchmark suites run end to end on small shapes (their timings are not checked)."""
+    from pathlib import Path
+
+    from neuro_emu.benchmarks import bench_device, device_label
+
+    result = subprocess.run(
+        [sys.executable, "-m", "neuro_emu.cli", "bench", "--suite", suite, "--quick"],
+        capture_output=True, text=True, cwd=Path(__file__).parents[1],
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    name = f"{suite}-{device_label(bench_device())}-quick.json"
+    report = Path(__file__).parents[1] / "bench" / "results" / name
+    rows = json.loads(report.read_text())["rows"]
+    assert rows and all(row["median_s"] > 0 for row in rows)
