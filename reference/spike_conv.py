@@ -54,9 +54,28 @@ def _add_spike(out, weight_t, out_row_of, out_col_of, n, index, plane, width, ou
                 o_row[o] += w_row[o]
 
 
+@numba.njit(inline="always")
+def _add_spike_runs(out_flat, runs_flat, out_row_of, run_ox, run_kx, run_len, n, index, plane,
+                    width, out_h, out_w, kernel_h, kernel_w, channels_out):
+    """The same scatter for stride 1, dilation 1, groups 1, one add per kernel row: the taps of a
+    kernel row land on consecutive output columns, whose channels-last rows are contiguous, and
+    ``runs_flat`` holds each kernel row's weights in reversed column order to match."""
+    c, rest = divmod(index, plane)
+    y, x = divmod(rest, width)
+    length = np.uint64(run_len[x] * channels_out)
+    for ky in range(kernel_h):
+        oy = out_row_of[y, ky]
+        if oy < 0:
+            continue
+        o_at = np.uint64(((n * out_h + oy) * out_w + run_ox[x]) * channels_out)
+        w_at = np.uint64(((c * kernel_h + ky) * kernel_w + run_kx[x]) * channels_out)
+        for o in range(length):
+            out_flat[o_at + o] += runs_flat[w_at + o]
+
+
 @numba.njit(parallel=True, cache=True)
 def _conv2d_scatter(spikes, weight_t, out, out_row_of, out_col_of, height, width, out_h, out_w,
-                    groups):
+                    groups, runs):
     """spikes: [N, C * H * W] uint8 0/1, or float32 0.0/1.0 as int32 bit patterns;
     weight_t: [C * KH * KW, OG]; out: [N * OH * OW * groups, OG];
     out_row_of: [H, KH] output row that input row y reaches through kernel row ky, or -1
@@ -77,12 +96,26 @@ def _conv2d_scatter(spikes, weight_t, out, out_row_of, out_col_of, height, width
                 continue
             for i in range(w * per_word, (w + 1) * per_word):
                 if _is_spike(row[i], spikes.itemsize):
-                    _add_spike(out, weight_t, out_row_of, out_col_of, n, i, plane, width,
-                               out_h, out_w, groups, group_in)
+                    _scatter(spikes, weight_t, out, out_row_of, out_col_of, runs, n, i, plane,
+                             width, out_h, out_w, groups, group_in)
         for i in range(whole, length):
             if _is_spike(row[i], spikes.itemsize):
-                _add_spike(out, weight_t, out_row_of, out_col_of, n, i, plane, width, out_h,
-                           out_w, groups, group_in)
+                _scatter(spikes, weight_t, out, out_row_of, out_col_of, runs, n, i, plane,
+                         width, out_h, out_w, groups, group_in)
+
+
+@numba.njit(inline="always")
+def _scatter(spikes, weight_t, out, out_row_of, out_col_of, runs, n, i, plane, width, out_h,
+             out_w, groups, group_in):
+    """The run-wise add when ``runs`` holds (run tables and reversed weights), else tap-wise."""
+    if runs is None:
+        _add_spike(out, weight_t, out_row_of, out_col_of, n, i, plane, width, out_h, out_w,
+                   groups, group_in)
+    else:
+        out_flat, runs_flat, run_ox, run_kx, run_len = runs
+        _add_spike_runs(out_flat, runs_flat, out_row_of, run_ox, run_kx, run_len, n, i, plane,
+                        width, out_h, out_w, out_row_of.shape[1], out_col_of.shape[1],
+                        weight_t.shape[1])
 
 
 def _reach(size: int, out_size: int, kernel: int, stride: int, pad: int, dil: int) -> np.ndarray:
@@ -124,17 +157,30 @@ def spike_conv2d(
     n, _, height, width = spikes.shape
     _, kernel_h, kernel_w, group_out = weight_t.shape
     _, out_h, out_w, _, _ = out.shape
+    out_col_of = _reach(width, out_w, kernel_w, stride[1], padding[1], dilation[1])
+    runs = None
+    if stride[1] == 1 and dilation[1] == 1 and groups == 1:
+        valid = out_col_of >= 0  # [W, KW]: a contiguous range of kx per x
+        last_kx = np.where(valid.any(1), kernel_w - 1 - np.argmax(valid[:, ::-1], axis=1), 0)
+        runs = (
+            out.view(-1).numpy(),
+            weight_t.flip(2).contiguous().view(-1).numpy(),
+            out_col_of[np.arange(width), last_kx],  # the leftmost output column of the run
+            kernel_w - 1 - last_kx,  # where the run starts in the reversed kernel row
+            valid.sum(1),
+        )
     _conv2d_scatter(
         _spike_words(spikes).reshape(n, -1),
         weight_t.view(-1, group_out).numpy(),
         out.view(-1, group_out).numpy(),
         _reach(height, out_h, kernel_h, stride[0], padding[0], dilation[0]),
-        _reach(width, out_w, kernel_w, stride[1], padding[1], dilation[1]),
+        out_col_of,
         height,
         width,
         out_h,
         out_w,
         groups,
+        runs,
     )
 
 
