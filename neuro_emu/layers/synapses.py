@@ -20,9 +20,9 @@ from neuro_emu.ops import spike_conv2d, spike_linear
 from neuro_emu.ops.spike_conv import SparseBackend, check_spikes
 
 # Crossover sparsity of the Numba path against torch's dense convolution, VGG 128@16x16, batch
-# 32 x T 4, on the 2-core CPU: 86.3% (bench/results/sparse_conv-cpu-amd-epyc-2cores.md). Other
-# layer shapes cross between 78.6% and 97.1% (1x1 stride-2 shortcuts the latest).
-DEFAULT_SPARSE_THRESHOLD = 0.87
+# 32 x T 4, on the 2-core CPU: 83.7% (bench/results/sparse_conv-cpu-amd-epyc-2cores.md). Other
+# layer shapes cross between 71.2% and 96.6% (1x1 stride-2 shortcuts the latest).
+DEFAULT_SPARSE_THRESHOLD = 0.84
 
 
 class _SparseWhenItPays:
