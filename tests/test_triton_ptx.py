@@ -3,7 +3,8 @@
 The interpreter that runs the Triton kernels on CPU checks their arithmetic, not their code
 generation. This test compiles every kernel variant for sm_90 and reads the PTX for the numerics
 contract: float32 multiplies and adds rounded one by one (no fused multiply-add), and divisions
-that round correctly (``div.rn``, not the approximate ``div.full``/``div.approx``). Compiling
+that round correctly (``div.rn``, not the approximate ``div.full``/``div.approx``); and the
+spike-sparse kernels accumulate with atomic adds of their mode's type. Compiling
 needs the kernels defined without the interpreter, hence a subprocess without TRITON_INTERPRET.
 """
 
@@ -28,10 +29,12 @@ BACKWARD_VARIANTS = [  # (reset, surrogate, detach_reset, dtype)
     for reset, surrogate, detach in itertools.product([0, 1, 2], range(4), [False, True])
     if not (reset == 2 and detach)  # nothing to detach without a reset
 ] + [(0, 0, False, "bfloat16"), (1, 0, False, "float16")]
+SPARSE_VARIANTS = [("float32", "*fp32", "*fp32"), ("int8", "*i8", "*i32")]  # (mode, weight, out)
 
 
-def _float_ops_of_every_variant() -> dict[str, list[str]]:
-    """Runs in the subprocess: {variant id: float32 PTX instructions used}."""
+def _ptx_ops_of_every_variant() -> dict[str, list[str]]:
+    """Runs in the subprocess: {variant id: float32 PTX instructions (neuron kernels) or atomic
+    instructions (spike-sparse kernels) used}."""
     import triton
     from neuro_emu.kernels import multistep_lif as kernels
     from triton.backends.compiler import GPUTarget
@@ -70,6 +73,23 @@ def _float_ops_of_every_variant() -> dict[str, list[str]]:
         found[f"bwd-{reset}-{surrogate}-{detach}-{dtype}"] = ops(
             kernels._multistep_lif_bwd_kernel, signature, constexprs
         )
+    from neuro_emu.kernels import spike_conv
+
+    atomics = re.compile(r"\b(red|atom)\.[a-z0-9.]*\.(f32|s32|u32)\b")
+    for mode, weight, out in SPARSE_VARIANTS:
+        conv = {"events_ptr": "*i64", "w_ptr": weight, "out_ptr": out} | dict.fromkeys(
+            ["E", "C", "H", "W", "OH", "OW", "C_PER_G", "OG", "CO", "KH", "KW", "SH", "SW", "PH",
+             "PW", "DH", "DW"], "i32")
+        linear = {"events_ptr": "*i64", "w_ptr": weight, "out_ptr": out, "E": "i32", "F": "i32",
+                  "CO": "i32"}
+        for name, kernel, signature in [("conv2d", spike_conv._spike_conv2d_kernel, conv),
+                                        ("linear", spike_conv._spike_linear_kernel, linear)]:
+            constexprs = {"BLOCK_E": 8, "BLOCK_O": spike_conv.MAX_BLOCK_O}
+            source = ASTSource(kernel, signature | dict.fromkeys(constexprs, "constexpr"),
+                               constexprs)
+            ptx = triton.compile(source, target=GPUTarget("cuda", 90, 32),
+                                 options={"num_warps": spike_conv.NUM_WARPS, "enable_fp_fusion": False}).asm["ptx"]
+            found[f"sparse-{name}-{mode}"] = sorted({m.group(0) for m in atomics.finditer(ptx)})
     return found
 
 
@@ -78,7 +98,7 @@ def ptx_ops() -> dict[str, list[str]]:
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     code = (
         "import json, tests.test_triton_ptx as m; "
-        "print(json.dumps(m._float_ops_of_every_variant()))"
+        "print(json.dumps(m._ptx_ops_of_every_variant()))"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=Path(__file__).parents[1], env=env,
@@ -108,3 +128,13 @@ def test_backward_ptx(ptx_ops, reset, surrogate, detach, dtype):
     assert_contract(ops)
     if surrogate in (0, 1):  # atan and sigmoid divide
         assert "div.rn" in ops
+
+
+@pytest.mark.parametrize("kernel", ["conv2d", "linear"])
+@pytest.mark.parametrize("mode", [m for m, _, _ in SPARSE_VARIANTS])
+def test_sparse_kernels_compile_to_atomic_adds(ptx_ops, kernel, mode):
+    """The spike-sparse kernels compile for sm_90, adding with atomics of the mode's type."""
+    ops = ptx_ops[f"sparse-{kernel}-{mode}"]
+    expected = "f32" if mode == "float32" else "32"
+    assert ops and all(op.endswith(expected) and ".add." in op for op in ops), ops
+
