@@ -87,8 +87,9 @@ def _ptx_ops_of_every_variant() -> dict[str, list[str]]:
             constexprs = {"BLOCK_E": 8, "BLOCK_O": spike_conv.MAX_BLOCK_O}
             source = ASTSource(kernel, signature | dict.fromkeys(constexprs, "constexpr"),
                                constexprs)
+            options = {"num_warps": spike_conv.NUM_WARPS, "enable_fp_fusion": False}
             ptx = triton.compile(source, target=GPUTarget("cuda", 90, 32),
-                                 options={"num_warps": spike_conv.NUM_WARPS, "enable_fp_fusion": False}).asm["ptx"]
+                                 options=options).asm["ptx"]
             found[f"sparse-{name}-{mode}"] = sorted({m.group(0) for m in atomics.finditer(ptx)})
     return found
 
