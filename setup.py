@@ -12,6 +12,7 @@ setup(
         "neuro_emu",
         "neuro_emu.ops",
         "neuro_emu.layers",
+        "neuro_emu.loihi",
         "neuro_emu.benchmarks",
         "neuro_emu.kernels",
         "neuro_emu.reference",

@@ -1,0 +1,121 @@
+"""Bit-accurate emulation of Loihi's fixed-point neurons and synapses, as Lava computes them.
+
+So far: :func:`run_dense_lif`, one Dense -> LIF pair exactly as Lava's RingBuffer -> Dense -> LIF
+-> RingBuffer chain runs it (``../shared/loihi2_spec.md``; checked against vectors recorded from
+Lava 0.10.0 in ``tests/golden/``). The quantizer from float networks, Conv synapses and
+``compile(net, target="loihi2_sim")`` are not here yet.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from neuro_emu.ops.loihi_lif import dense_input, loihi_lif
+
+IntLike = int | np.ndarray | torch.Tensor
+
+
+def lava_weights(weights: torch.Tensor, num_weight_bits: int = 8) -> torch.Tensor:
+    """The weights Lava's bit-accurate Dense actually uses (spec section 3), as int64.
+
+    The sign mode comes from the weights: excitatory (all >= 0), inhibitory (all <= 0) or mixed.
+    They are clipped to 8 bits of magnitude ([0, 255], or [-256, 255] when mixed), then their
+    ``8 - num_weight_bits`` (+1 when mixed) lowest bits are cleared: toward -inf for
+    excitatory and mixed weights, toward zero (in magnitude) for inhibitory ones.
+    """
+    w = weights.to(torch.int64)
+    mixed = bool(w.min() < 0) and bool(w.max() > 0)
+    inhibitory = not mixed and bool(w.max() <= 0) and bool(w.min() < 0)
+    if inhibitory:
+        w = -w
+    w = w.clamp(-256 if mixed else 0, 255)
+    drop = 8 - num_weight_bits + int(mixed)
+    w = (w >> drop) << drop
+    return -w if inhibitory else w
+
+
+def _per_neuron(value: IntLike, n: int, name: str, low: int, high: int) -> torch.Tensor:
+    t = torch.as_tensor(value)
+    if t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool:
+        raise TypeError(f"{name} must be integer, got {t.dtype}")
+    t = t.to(torch.int64)
+    if t.dim() == 0:
+        t = t.expand(n)
+    if t.shape != (n,):
+        raise ValueError(f"{name} must be a scalar or have shape ({n},), got {tuple(t.shape)}")
+    if bool((t < low).any()) or bool((t > high).any()):
+        raise ValueError(f"{name} must lie in [{low}, {high}], got values in "
+                         f"[{int(t.min())}, {int(t.max())}]")
+    return t.contiguous()
+
+
+def run_dense_lif(
+    weights: torch.Tensor,
+    in_spikes: torch.Tensor,
+    *,
+    weight_exp: int = 0,
+    num_weight_bits: int = 8,
+    num_message_bits: int = 0,
+    du: IntLike,
+    dv: IntLike,
+    vth: IntLike,
+    bias_mant: IntLike = 0,
+    bias_exp: IntLike = 0,
+    u0: IntLike = 0,
+    v0: IntLike = 0,
+    backend: str = "numba",
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Run ``in_spikes`` through Lava's bit-accurate Dense and fixed-point LIF.
+
+    Args:
+        weights: ``[n_out, n_in]`` raw integer weights (Lava's clip and truncation are applied).
+        in_spikes: ``[T, n_in]`` integers: 0/1 spikes, or payloads when ``num_message_bits > 0``.
+        weight_exp: the Dense output shift (negative: floor shift right).
+        num_weight_bits: 1..8, weight precision.
+        num_message_bits: 0 for binary spikes, else graded payloads.
+        du: current decay, -1..4095 (Lava adds 1; -1 holds u, as lava-dl uses it);
+            dv: voltage decay, 0..4095; vth: threshold mantissa, >= 0 (compared as vth << 6).
+        bias_mant, bias_exp: bias = bias_mant << bias_exp (floor shift right when negative).
+        u0, v0: initial current and voltage.
+        All neuron parameters: a scalar or one value per neuron ``[n_out]``.
+        backend: "numba" (CPU), "triton" (CUDA, or its interpreter), or "torch" (the spec).
+
+    Returns:
+        The traces ``u, v, s``, each ``[T, n_out]`` int32, as Lava's ``Var.get()`` shows them
+        after every step.
+    """
+    if not isinstance(weights, torch.Tensor) or weights.dim() != 2:
+        raise ValueError("weights must be a tensor [n_out, n_in]")
+    if not isinstance(in_spikes, torch.Tensor) or in_spikes.dim() != 2:
+        raise ValueError("in_spikes must be a tensor [T, n_in]")
+    for name, t in (("weights", weights), ("in_spikes", in_spikes)):
+        if t.dtype.is_floating_point or t.dtype.is_complex:
+            raise TypeError(f"{name} must hold integers, got {t.dtype}")
+    if in_spikes.shape[1] != weights.shape[1]:
+        raise ValueError(f"in_spikes has {in_spikes.shape[1]} inputs per step, weights expect "
+                         f"{weights.shape[1]}")
+    if not 1 <= num_weight_bits <= 8:
+        raise ValueError(f"num_weight_bits must be in 1..8, got {num_weight_bits}")
+    if num_message_bits < 0:
+        raise ValueError(f"num_message_bits must be >= 0, got {num_message_bits}")
+    n = weights.shape[0]
+    params = {
+        "du": _per_neuron(du, n, "du", -1, 4095),
+        "dv": _per_neuron(dv, n, "dv", 0, 4095),
+        "vth": _per_neuron(vth, n, "vth", 0, 2**31 - 1),
+        "u0": _per_neuron(u0, n, "u0", -(2**31), 2**31 - 1),
+        "v0": _per_neuron(v0, n, "v0", -(2**31), 2**31 - 1),
+    }
+    mant = _per_neuron(bias_mant, n, "bias_mant", -(2**31), 2**31 - 1)
+    exp = _per_neuron(bias_exp, n, "bias_exp", -31, 31)
+    bias = torch.where(exp >= 0, mant << exp.clamp(min=0), mant >> (-exp).clamp(min=0))
+    device = weights.device
+    a_in = dense_input(lava_weights(weights, num_weight_bits), in_spikes.to(device), weight_exp,
+                       graded=num_message_bits > 0)
+    p = {k: t.to(device) for k, t in params.items()}
+    return loihi_lif(a_in, p["u0"], p["v0"], p["du"], p["dv"], p["vth"], bias.to(device),
+                     backend=backend)
+
+
+__all__ = ["lava_weights", "run_dense_lif"]
