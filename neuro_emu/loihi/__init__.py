@@ -24,15 +24,16 @@ def lava_weights(weights: torch.Tensor, num_weight_bits: int = 8) -> torch.Tenso
     ``8 - num_weight_bits`` (+1 when mixed) lowest bits are cleared: toward -inf for
     excitatory and mixed weights, toward zero (in magnitude) for inhibitory ones.
     """
-    w = weights.to(torch.int64)
-    mixed = bool(w.min() < 0) and bool(w.max() > 0)
-    inhibitory = not mixed and bool(w.max() <= 0) and bool(w.min() < 0)
+    w = weights.to(torch.int64).clamp(-(2**20), 2**20).to(torch.int32)  # 9 bits survive anyway
+    low, high = int(w.min()), int(w.max())
+    mixed = low < 0 < high
+    inhibitory = low < 0 and high <= 0
     if inhibitory:
         w = -w
     w = w.clamp(-256 if mixed else 0, 255)
     drop = 8 - num_weight_bits + int(mixed)
     w = (w >> drop) << drop
-    return -w if inhibitory else w
+    return (-w if inhibitory else w).to(torch.int64)
 
 
 def _per_neuron(value: IntLike, n: int, name: str, low: int, high: int) -> torch.Tensor:

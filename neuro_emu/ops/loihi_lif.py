@@ -57,10 +57,13 @@ def dense_input(
 
     weights: ``[n_out, n_in]`` integers after Lava's clip/truncate; in_spikes: ``[T, n_in]``
     (binary mode: any nonzero is a spike; graded: the integer payloads). The product runs in
-    float64, exact for integer sums below 2^53 (weights <= 256, payloads < 2^24: any n_in here).
+    floating point, exactly: float32 when every partial sum stays below 2^24 (bounded by
+    max|w| times the largest row of |payloads|), float64 otherwise (exact below 2^53).
     """
-    payload = in_spikes if graded else (in_spikes != 0)
-    acc = torch.round(payload.to(torch.float64) @ weights.to(torch.float64).T).to(torch.int64)
+    payload = (in_spikes if graded else in_spikes != 0).to(torch.int64)
+    bound = int(weights.abs().max() * payload.abs().sum(1).max()) if payload.numel() else 0
+    dtype = torch.float32 if bound < 2**24 else torch.float64
+    acc = (payload.to(dtype) @ weights.to(dtype).T).to(torch.int64)
     acc = acc << weight_exp if weight_exp > 0 else acc >> -weight_exp
     a_in = torch.zeros_like(acc)
     a_in[1:] = acc[:-1]
