@@ -151,7 +151,9 @@ def spike_conv2d(
         bias: ``[O]``, float (float mode) or integer (integer mode), or None.
         stride, padding, dilation, groups: as ``F.conv2d`` (ints or pairs; no string padding).
         backend: "auto", "dense", "numba" or "triton" (see the module docstring).
-        check: verify that spikes are binary (a pass over the input); False skips it.
+        check: verify that spikes are binary (a pass over the input); False skips it, and then
+            a non-binary input gives backend-dependent results (the sparse backends count any
+            nonzero value as one spike, the dense one multiplies).
 
     Returns:
         ``[N, O, OH, OW]`` float32 (float mode) or int32 (integer mode).
