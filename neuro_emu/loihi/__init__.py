@@ -27,11 +27,16 @@ def lava_weights(weights: torch.Tensor, num_weight_bits: int = 8) -> torch.Tenso
     low, high = (int(v) for v in torch.aminmax(weights))
     mixed = low < 0 < high
     inhibitory = low < 0 and high <= 0
-    # Clipped to 9 bits, then int16: the remaining passes move a quarter of int64's bytes.
-    w = (-weights if inhibitory else weights).clamp(-256 if mixed else 0, 255).to(torch.int16)
+    # One narrowing copy to int16 (after a clamp only if some raw weight does not fit), then
+    # in place: a fresh full-width temporary per step costs more in page faults than the math.
+    fits = -(2**15) < low and high < 2**15
+    w = (weights if fits else weights.clamp(-(2**15) + 1, 2**15 - 1)).to(torch.int16)
+    if inhibitory:
+        w.neg_()
+    w.clamp_(-256 if mixed else 0, 255)
     drop = 8 - num_weight_bits + int(mixed)
-    w = (w >> drop) << drop
-    return -w if inhibitory else w
+    w.bitwise_right_shift_(drop).bitwise_left_shift_(drop)
+    return w.neg_() if inhibitory else w
 
 
 def _per_neuron(value: IntLike, n: int, name: str, low: int, high: int) -> torch.Tensor:
