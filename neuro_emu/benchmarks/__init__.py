@@ -139,3 +139,8 @@ def write_json(path: Path, report: dict) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2) + "\n")
     return path
+
+
+def ratio(numerator: float | None, denominator: float) -> float | None:
+    """numerator / denominator, or None when the numerator (a baseline) was not measured."""
+    return None if numerator is None else numerator / denominator

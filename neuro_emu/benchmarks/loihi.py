@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from neuro_emu.benchmarks import bench_dir, device_label, stamp_rows, write_json
+from neuro_emu.benchmarks import bench_dir, device_label, ratio, stamp_rows, write_json
 from neuro_emu.loihi import run_dense_lif
 from neuro_emu.ops import available_backends
 
@@ -173,10 +173,6 @@ def load_lava(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def _ratio(numerator: float | None, denominator: float) -> float | None:
-    return None if numerator is None else numerator / denominator
-
-
 def derive(rows: list[dict], lava: dict | None) -> list[dict]:
     """Add Lava's figures for the same shape, the speed-ups over them and the spike agreement.
 
@@ -207,8 +203,8 @@ def derive(rows: list[dict], lava: dict | None) -> list[dict]:
                 "lava_run_s_median": get("lava_run_s_median"),
                 "lava_run_s_min": get("lava_run_s_min"),
                 "lava_first_call_s": get("lava_first_call_s"),
-                "speedup_vs_lava_run": _ratio(get("lava_run_s_median"), row["median_s"]),
-                "speedup_vs_lava_first_call": _ratio(get("lava_first_call_s"), row["median_s"]),
+                "speedup_vs_lava_run": ratio(get("lava_run_s_median"), row["median_s"]),
+                "speedup_vs_lava_first_call": ratio(get("lava_first_call_s"), row["median_s"]),
                 "inputs_match": inputs_match,
                 "lava_spikes_sum": get("spikes_sum"),
                 "spikes_match": inputs_match and ref["spikes_sha256"] == row["spikes_sha256"],

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from neuro_emu.benchmarks import stamp_rows, write_json
+from neuro_emu.benchmarks import ratio, stamp_rows, write_json
 from neuro_emu.benchmarks.peers import SEMANTICS_NOTES, available_peers, make_peer_lif
 from neuro_emu.ops import BACKENDS, available_backends, multistep_lif, set_cpu_buffer_cache
 
@@ -222,10 +222,6 @@ def case_deviations(case: Case, device: torch.device) -> int | None:
     return spike_deviations(case.subject, case.steps, case.n, case.dtype, device)
 
 
-def _ratio(numerator: float | None, denominator: float) -> float | None:
-    return None if numerator is None else numerator / denominator
-
-
 def derive(rows: list[dict]) -> list[dict]:
     """Add throughput, speed-up and copy-bandwidth fractions to the measured ``rows``.
 
@@ -242,9 +238,9 @@ def derive(rows: list[dict]) -> list[dict]:
             {
                 **row,
                 "neuron_steps_per_s": row["T"] * row["N"] / row["median_s"],
-                "speedup_vs_torch": _ratio(median.get(("torch", *key)), row["median_s"]),
-                "fraction_of_copy_alloc": _ratio(copy["copy-alloc"], row["median_s"]),
-                "fraction_of_copy_inplace": _ratio(copy["copy-inplace"], row["median_s"]),
+                "speedup_vs_torch": ratio(median.get(("torch", *key)), row["median_s"]),
+                "fraction_of_copy_alloc": ratio(copy["copy-alloc"], row["median_s"]),
+                "fraction_of_copy_inplace": ratio(copy["copy-inplace"], row["median_s"]),
                 "semantics_note": SEMANTICS_NOTES.get(row["subject"]),
             }
         )
