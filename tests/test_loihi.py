@@ -144,3 +144,52 @@ def test_errors(kwargs, error, message):
     args.update(kwargs)
     with pytest.raises(error, match=message):
         run_dense_lif(**args)
+
+
+GOLDEN_STACK = Path(__file__).parent / "golden" / "lava_dense_lif_stack.npz"
+
+
+def _stack_configs() -> list[str]:
+    if not GOLDEN_STACK.exists():
+        return []
+    with np.load(GOLDEN_STACK) as data:
+        return sorted({key.split(".")[0] for key in data.files if not key.startswith("_meta")})
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("config", _stack_configs())
+def test_stack_matches_lava_traces(config, backend):
+    """Two chained Dense -> LIF layers against Lava's recording of the same network."""
+    from neuro_emu.loihi import DenseLIF, run_dense_lif_stack
+
+    with np.load(GOLDEN_STACK) as data:
+        arrays = {key.split(".", 1)[1]: torch.from_numpy(data[key]) for key in data.files
+                  if key.split(".")[0] == config}
+    dev = device_for(backend)
+    layers = []
+    for k in (1, 2):
+        a = {name: arrays[f"layer{k}.{name}"] for name in
+             ("weights", "params", "bias_mant", "bias_exp", "u0", "v0")}
+        params = dict(zip(PARAM_ORDER, (int(p) for p in a.pop("params")), strict=True))
+        layers.append(DenseLIF(weights=a.pop("weights").to(dev), **params, **a))
+    traces = run_dense_lif_stack(layers, arrays["in_spikes"].to(dev), backend=backend)
+    for k, (u, v, s) in enumerate(traces, start=1):
+        for name, ours in (("u", u), ("v", v), ("s", s)):
+            assert_identical(f"{config} layer{k} {name}", ours.cpu().to(torch.int64),
+                             arrays[f"layer{k}.{name}"])
+
+
+def test_stack_is_the_composition_of_layers():
+    from neuro_emu.loihi import DenseLIF, run_dense_lif_stack
+
+    case = random_case(7, False, "mixed")
+    first = DenseLIF(**{k: v for k, v in case.items() if k != "in_spikes"})
+    second = DenseLIF(torch.randint(-255, 256, (5, 9), generator=torch.Generator().manual_seed(8)),
+                      du=300, dv=20, vth=40, weight_exp=-2, num_weight_bits=6)
+    (u1, v1, s1), (u2, v2, s2) = run_dense_lif_stack([first, second], case["in_spikes"])
+    expected = run_dense_lif(second.weights, s1, du=300, dv=20, vth=40, weight_exp=-2,
+                             num_weight_bits=6)
+    for name, a, b in zip("uvs", (u2, v2, s2), expected, strict=True):
+        assert_identical(name, a, b)
+    with pytest.raises(ValueError, match="at least one"):
+        run_dense_lif_stack([], case["in_spikes"])

@@ -8,6 +8,8 @@ Lava 0.10.0 in ``tests/golden/``). The quantizer from float networks, Conv synap
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
@@ -122,4 +124,47 @@ def run_dense_lif(
                      backend=backend)
 
 
-__all__ = ["lava_weights", "run_dense_lif"]
+@dataclass(frozen=True)
+class DenseLIF:
+    """One Dense -> LIF layer of a stack: the arguments of :func:`run_dense_lif` but the input."""
+
+    weights: torch.Tensor
+    du: IntLike
+    dv: IntLike
+    vth: IntLike
+    weight_exp: int = 0
+    num_weight_bits: int = 8
+    num_message_bits: int = 0
+    bias_mant: IntLike = 0
+    bias_exp: IntLike = 0
+    u0: IntLike = 0
+    v0: IntLike = 0
+
+
+def run_dense_lif_stack(
+    layers: list[DenseLIF], in_spikes: torch.Tensor, *, backend: str = "numba"
+) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Run a feed-forward stack of Dense -> LIF layers as Lava runs the chained processes.
+
+    Layer k + 1's Dense receives layer k's spikes of the same step and, like every Dense,
+    delivers them one step later, so the stack is the composition of :func:`run_dense_lif`
+    calls, each on the previous layer's spike trace.
+
+    Returns:
+        ``(u, v, s)`` per layer, each ``[T, n_out]`` int32.
+    """
+    if not layers:
+        raise ValueError("layers must hold at least one DenseLIF")
+    traces = []
+    spikes = in_spikes
+    for layer in layers:
+        u, v, s = run_dense_lif(layer.weights, spikes, **{
+            name: getattr(layer, name) for name in DenseLIF.__dataclass_fields__
+            if name != "weights"
+        }, backend=backend)
+        traces.append((u, v, s))
+        spikes = s
+    return traces
+
+
+__all__ = ["DenseLIF", "lava_weights", "run_dense_lif", "run_dense_lif_stack"]
