@@ -166,14 +166,14 @@ def run_lava(cfg):
     try:
         for k in range(T):
             top.run(condition=RunSteps(num_steps=1), run_cfg=cfg_run)
-            for lif, sink, r in zip(lifs, sinks, rec):
+            for lif, sink, r in zip(lifs, sinks, rec, strict=True):
                 r["u"][k] = _exact_int(lif.u.get())
                 r["v"][k] = _exact_int(lif.v.get())
                 r["s"][k] = _exact_int(sink.data.get()[:, k])
         s_final = [_exact_int(sink.data.get()).T for sink in sinks]
     finally:
         top.stop()
-    for i, (r, sf) in enumerate(zip(rec, s_final), 1):
+    for i, (r, sf) in enumerate(zip(rec, s_final, strict=True), 1):
         where = f"{cfg['name']} layer{i}"
         if not np.array_equal(sf, r["s"]):
             raise RuntimeError(f"{where}: per-step sink reads != final sink buffer")
@@ -201,7 +201,7 @@ def main():
         S = cfg["in_spikes"]
         out[f"{name}.in_spikes"] = S.astype(np.int32)
         desc = []
-        for i, (L, r) in enumerate(zip(cfg["layers"], rec), 1):
+        for i, (L, r) in enumerate(zip(cfg["layers"], rec, strict=True), 1):
             pre = f"{name}.layer{i}"
             out[f"{pre}.weights"] = L["weights"].astype(np.int32)
             for key in LAYER_KEYS[1:]:
