@@ -236,3 +236,18 @@ def test_layers_reject_non_binary_input():
 
     with torch.no_grad(), pytest.raises(ValueError, match="binary"):
         SpikingLinear(4, 2)(torch.full((2, 3, 4), 0.5))
+
+
+def test_spiking_linear_follows_weight_updates():
+    """The layer keeps the transposed weight between calls, and remakes it when it changes."""
+    from neuro_emu.layers import SpikingLinear
+
+    torch.manual_seed(0)
+    layer = SpikingLinear(30, 5, sparse_threshold=0.0)  # always the sparse kernel
+    x = make_spikes((2, 3, 30), 0.5)
+    with torch.no_grad():
+        layer(x)
+        layer.weight.mul_(2)  # in place, as an optimiser step updates it
+        out = layer(x)
+    expected = F.linear(x, layer.weight, layer.bias)
+    torch.testing.assert_close(out, expected.detach(), atol=1e-5, rtol=1e-5)

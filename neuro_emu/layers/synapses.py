@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from neuro_emu.ops import spike_conv2d, spike_linear
-from neuro_emu.ops.spike_conv import SparseBackend, check_spikes
+from neuro_emu.ops.spike_conv import SparseBackend, check_spikes, transposed_weight
 
 # Crossover sparsity of the Numba path against torch's dense convolution, VGG 128@16x16, batch
 # 32 x T 4, on the 2-core CPU: 83.7% (bench/results/sparse_conv-cpu-amd-epyc-2cores.md). Other
@@ -108,13 +108,24 @@ class SpikingLinear(nn.Linear, _SparseWhenItPays):
         super().__init__(in_features, out_features, bias)
         self.backend, self.sparse_threshold, self.check = backend, sparse_threshold, check
         self.last_sparsity = None
+        self._weight_t: tuple[tuple, torch.Tensor] | None = None  # (weight version key, copy)
+
+    def _kernel_weight(self) -> torch.Tensor:
+        """The transposed weight, remade only when the weight changed (an optimiser step or any
+        in-place update bumps its version)."""
+        w = self.weight
+        key = (w.data_ptr(), w._version, w.dtype, w.device)
+        if self._weight_t is None or self._weight_t[0] != key:
+            self._weight_t = (key, transposed_weight(w.detach()))
+        return self._weight_t[1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _time_batch_check(x, 3, "[T, B, F]")
         steps, batch = x.shape[:2]
         flat = x.reshape(steps * batch, x.shape[2])
         if self._use_sparse(flat, 2):
-            out = spike_linear(flat, self.weight, self.bias, backend=self.backend, check=False)
+            out = spike_linear(flat, self.weight, self.bias, backend=self.backend, check=False,
+                               weight_t=self._kernel_weight())
         else:
             out = super().forward(flat)
         return out.reshape(steps, batch, -1)

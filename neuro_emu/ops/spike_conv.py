@@ -209,10 +209,12 @@ def spike_linear(
     bias: torch.Tensor | None = None,
     backend: SparseBackend = "auto",
     check: bool = True,
+    weight_t: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``F.linear`` of binary spikes ``[N, F]`` with ``weight: [O, F]``, by additions only on the
     sparse backends. Returns ``[N, O]`` float32 (float mode) or int32 (integer mode). Arguments
-    and errors as :func:`spike_conv2d`."""
+    and errors as :func:`spike_conv2d`; ``weight_t`` is :func:`transposed_weight` of ``weight``
+    when the caller keeps it (a layer does), saving the sparse path a copy of the weight."""
     mode = _mode(weight)
     check_spikes(spikes, 2, check)
     if weight.device != spikes.device:
@@ -222,11 +224,18 @@ def spike_linear(
     backend = _resolve(backend, spikes)
     if backend == "dense":
         return _dense(F.linear, spikes, weight, bias, mode)
-    weight_t = weight.t().to(torch.int8 if mode == "int" else torch.float32).contiguous()
+    if weight_t is None:
+        weight_t = transposed_weight(weight)
     out = _accumulator((spikes.shape[0], weight.shape[0]), mode, bias, spikes.device)
     kernel = importlib.import_module(_KERNEL_MODULES[backend])
     kernel.spike_linear(spikes, weight_t, out)
     return out
+
+
+def transposed_weight(weight: torch.Tensor) -> torch.Tensor:
+    """A Linear weight ``[O, F]`` as the sparse kernels read it: ``[F, O]`` contiguous, float32
+    (float mode) or int8 (integer mode)."""
+    return weight.t().to(torch.int8 if _mode(weight) == "int" else torch.float32).contiguous()
 
 
 def _dense(op, spikes, weight, bias, mode, *geometry) -> torch.Tensor:
