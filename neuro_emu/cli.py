@@ -85,15 +85,21 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    print("== neuro-emu demo: the fused IF/LIF neuron kernels ==\n")
-    print("-- 1. Do the backends agree, spike for spike? --")
-    status = cmd_conform(
+    print("== neuro-emu demo ==\n")
+    print("-- 1. Fused IF/LIF neurons: do the backends agree, spike for spike? --")
+    statuses = [cmd_conform(
         argparse.Namespace(backends=None, steps=16, size=10_007, seed=0, verbose=False,
                            quiet=False, json=None)
-    )
-    print("\n-- 2. How fast is each backend? --")
-    bench_status = cmd_bench(argparse.Namespace(suite="neurons", quick=args.quick, pytest_args=[]))
-    return status or bench_status
+    )]
+    sections = [
+        ("neurons", args.quick, "2. How fast is each neuron backend, against the peers?"),
+        ("sparse_conv", True, "3. Spike-sparse convolution against dense (small shapes)"),
+        ("loihi", True, "4. The Loihi emulator against Lava's own timings (smallest shape)"),
+    ]
+    for suite, quick, title in sections:
+        print(f"\n-- {title} --")
+        statuses.append(cmd_bench(argparse.Namespace(suite=suite, quick=quick, pytest_args=[])))
+    return max(statuses)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -131,8 +137,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("pytest_args", nargs="*", help="passed to pytest (after --)")
     bench.set_defaults(func=cmd_bench)
 
-    demo = sub.add_parser("demo", help="conformance plus throughput of the neuron kernels")
-    demo.add_argument("--quick", action="store_true", help="small benchmark shapes")
+    demo = sub.add_parser(
+        "demo", help="neuron conformance and throughput, then quick sparse-conv and Loihi runs"
+    )
+    demo.add_argument("--quick", action="store_true", help="small neuron benchmark shapes too")
     demo.set_defaults(func=cmd_demo)
     return parser
 
