@@ -401,7 +401,7 @@ def _markdown(table: list[dict], skipped: list[dict], meta: dict, subject: str, 
         'baseline of every speed-up ("x dense": dense median / subject median, same shape and '
         "sparsity, measured back to back in this run). Every subject runs with `check=False` "
         "except numba+check, which adds the pass verifying that the input is binary. The sparse "
-        "times include what each call does besides the scatter (float spikes to uint8, the "
+        "times include what each call does besides the scatter (the scan of the spikes, the "
         "weight to its transposed layout, the output buffer filled); their output is "
         "channels-last, returned without a copy. Times are medians over the rounds (min in the "
         "JSON). max |diff|: the largest |sparse - dense| output difference, a sanity check (the "
