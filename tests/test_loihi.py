@@ -193,3 +193,45 @@ def test_stack_is_the_composition_of_layers():
         assert_identical(name, a, b)
     with pytest.raises(ValueError, match="at least one"):
         run_dense_lif_stack([], case["in_spikes"])
+
+
+def _float_and_loihi(num_weight_bits: int):
+    from neuro_emu.loihi import run_dense_lif_stack
+    from neuro_emu.loihi.quantize import quantize_linear_lif
+    from neuro_emu.ops import multistep_lif
+
+    gen = torch.Generator().manual_seed(0)
+    weight = torch.randn(10, 20, generator=gen) * 0.3
+    bias = torch.randn(10, generator=gen) * 0.05
+    spikes = (torch.rand(200, 20, generator=gen) < 0.3).float()
+    layer, report = quantize_linear_lif(weight, bias, beta=0.9, v_th=1.0,
+                                        num_weight_bits=num_weight_bits)
+    float_spikes = multistep_lif(spikes @ weight.T + bias, beta=0.9, v_th=1.0, reset="zero",
+                                 backend="torch")
+    ((_, _, loihi_spikes),) = run_dense_lif_stack([layer], spikes.long())
+    return layer, report, float_spikes, loihi_spikes
+
+
+def test_quantized_layer_spikes_like_the_float_one():
+    from neuro_emu.loihi.quantize import spike_agreement
+
+    agreement = {}
+    for bits in (8, 6, 4):
+        layer, report, float_spikes, loihi_spikes = _float_and_loihi(bits)
+        agreement[bits] = spike_agreement(float_spikes, loihi_spikes, depth=1)
+        assert layer.du == 4095 and layer.dv == round(0.1 * 4096)
+        assert abs(report.beta_error) < 2**-12 and abs(report.v_th_error) < 64 / report.scale
+        assert report.weight_clipped == 0
+    assert agreement[8] >= 0.95, agreement
+    assert agreement[8] >= agreement[6] >= agreement[4], agreement
+
+
+def test_quantizer_rejects_what_it_cannot_map():
+    from neuro_emu.loihi.quantize import quantize_linear_lif, spike_agreement
+
+    with pytest.raises(ValueError, match="v_th > 0"):
+        quantize_linear_lif(torch.ones(2, 2), None, beta=0.5, v_th=0.0)
+    with pytest.raises(ValueError, match="all weights are zero"):
+        quantize_linear_lif(torch.zeros(2, 2), None, beta=0.5, v_th=1.0)
+    with pytest.raises(ValueError, match="more than 3 steps"):
+        spike_agreement(torch.zeros(3, 2), torch.zeros(3, 2), depth=3)

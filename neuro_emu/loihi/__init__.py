@@ -1,8 +1,10 @@
 """Bit-accurate emulation of Loihi's fixed-point neurons and synapses, as Lava computes them.
 
 So far: :func:`run_dense_lif`, one Dense -> LIF pair exactly as Lava's RingBuffer -> Dense -> LIF
--> RingBuffer chain runs it (``../shared/loihi2_spec.md``; checked against vectors recorded from
-Lava 0.10.0 in ``tests/golden/``). The quantizer from float networks, Conv synapses and
+-> RingBuffer chain runs it, and :func:`run_dense_lif_stack` for feed-forward stacks of them
+(``../shared/loihi2_spec.md``; checked against vectors recorded from Lava 0.10.0 in
+``tests/golden/``); :mod:`neuro_emu.loihi.quantize` maps float Linear -> LIF layers onto them.
+Conv synapses, whole-network quantization with BatchNorm folding and
 ``compile(net, target="loihi2_sim")`` are not here yet.
 """
 
