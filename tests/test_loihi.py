@@ -222,6 +222,7 @@ def test_quantized_layer_spikes_like_the_float_one():
         assert layer.du == 4095 and layer.dv == round(0.1 * 4096)
         assert abs(report.beta_error) < 2**-12 and abs(report.v_th_error) < 64 / report.scale
         assert report.weight_clipped == 0
+        assert int(layer.bias_mant.abs().max()) <= 4095  # 13-bit signed mantissa
     assert agreement[8] >= 0.95, agreement
     assert agreement[8] >= agreement[6] >= agreement[4], agreement
 
