@@ -4,6 +4,8 @@ every backend against every other (integer arithmetic: zero deviations everywher
 from __future__ import annotations
 
 import itertools
+import os
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +32,27 @@ def _golden_configs() -> list[str]:
 @pytest.mark.parametrize("config", _golden_configs())
 def test_matches_lava_traces(config, backend):
     """Zero deviations in u, v and s from the traces Lava 0.10.0 recorded (tests/golden)."""
-    with np.load(GOLDEN) as data:
+    compare_with_lava_file(GOLDEN, config, backend)
+
+
+@pytest.mark.skipif(not os.environ.get("NEURO_EMU_LAVA_PYTHON"),
+                    reason="set NEURO_EMU_LAVA_PYTHON to a Python with lava-nc (3.10) to run Lava")
+def test_matches_lava_live(tmp_path):
+    """Where Lava runs, record its traces now (~1 min) and compare them too."""
+    out = tmp_path / "live.npz"
+    subprocess.run(
+        [os.environ["NEURO_EMU_LAVA_PYTHON"], str(GOLDEN.parent / "make_lava_golden.py")],
+        env={**os.environ, "NEURO_EMU_GOLDEN_OUT": str(out)}, check=True, capture_output=True,
+    )
+    with np.load(out) as data:
+        configs = sorted({k.split(".")[0] for k in data.files if not k.startswith("_meta")})
+    assert configs
+    for config in configs:
+        compare_with_lava_file(out, config, "numba")
+
+
+def compare_with_lava_file(path: Path, config: str, backend: str) -> None:
+    with np.load(path) as data:
         arrays = {key.split(".", 1)[1]: data[key] for key in data.files if
                   key.split(".")[0] == config}
     params = dict(zip(PARAM_ORDER, (int(p) for p in arrays["params"]), strict=True))

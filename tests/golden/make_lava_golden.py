@@ -33,7 +33,10 @@ import time
 
 import numpy as np
 
-OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "lava_dense_lif.npz")
+# NEURO_EMU_GOLDEN_OUT redirects the output: tests/test_loihi.py uses it to compare live.
+OUT = os.environ.get("NEURO_EMU_GOLDEN_OUT") or os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), "lava_dense_lif.npz"
+)
 
 PARAM_ORDER = ("weight_exp", "num_weight_bits", "num_message_bits", "du", "dv", "vth")
 VMAX = 2**23 - 1
