@@ -21,15 +21,16 @@ GOLDEN = Path(__file__).parent / "golden" / "lava_dense_lif.npz"
 PARAM_ORDER = ("weight_exp", "num_weight_bits", "num_message_bits", "du", "dv", "vth")
 
 
-def _golden_configs() -> list[str]:
-    if not GOLDEN.exists():
+def golden_configs(path: Path) -> list[str]:
+    """The config names a golden file holds (none when it is absent)."""
+    if not path.exists():
         return []
-    with np.load(GOLDEN) as data:
+    with np.load(path) as data:
         return sorted({key.split(".")[0] for key in data.files if not key.startswith("_meta")})
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("config", _golden_configs())
+@pytest.mark.parametrize("config", golden_configs(GOLDEN))
 def test_matches_lava_traces(config, backend):
     """Zero deviations in u, v and s from the traces Lava 0.10.0 recorded (tests/golden)."""
     compare_with_lava_file(GOLDEN, config, backend)
@@ -44,8 +45,7 @@ def test_matches_lava_live(tmp_path):
         [os.environ["NEURO_EMU_LAVA_PYTHON"], str(GOLDEN.parent / "make_lava_golden.py")],
         env={**os.environ, "NEURO_EMU_GOLDEN_OUT": str(out)}, check=True, capture_output=True,
     )
-    with np.load(out) as data:
-        configs = sorted({k.split(".")[0] for k in data.files if not k.startswith("_meta")})
+    configs = golden_configs(out)
     assert configs
     for config in configs:
         compare_with_lava_file(out, config, "numba")
@@ -171,15 +171,8 @@ def test_errors(kwargs, error, message):
 GOLDEN_STACK = Path(__file__).parent / "golden" / "lava_dense_lif_stack.npz"
 
 
-def _stack_configs() -> list[str]:
-    if not GOLDEN_STACK.exists():
-        return []
-    with np.load(GOLDEN_STACK) as data:
-        return sorted({key.split(".")[0] for key in data.files if not key.startswith("_meta")})
-
-
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("config", _stack_configs())
+@pytest.mark.parametrize("config", golden_configs(GOLDEN_STACK))
 def test_stack_matches_lava_traces(config, backend):
     """Two chained Dense -> LIF layers against Lava's recording of the same network."""
     from neuro_emu.loihi import DenseLIF, run_dense_lif_stack

@@ -377,6 +377,11 @@ def main():
         for key in ("bias_mant", "bias_exp", "u0", "v0"):
             out[f"{name}.{key}"] = cfg[key].astype(np.int64)
         out[f"{name}.u"], out[f"{name}.v"], out[f"{name}.s"] = u, v, s
+    write_golden(out, OUT, lava_ver, only, t_all)
+
+
+def write_golden(out, path, lava_ver, only, t_all):
+    """Add the _meta.* keys and save ``out`` to ``path``, unless only a subset of configs ran."""
     names = sorted({k.split(".")[0] for k in out})
     out["_meta.config_names"] = np.array(names)
     out["_meta.param_order"] = np.array(PARAM_ORDER)
@@ -385,8 +390,8 @@ def main():
     out["_meta.numpy_version"] = np.array(np.__version__)
     out["_meta.generated_utc"] = np.array(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     if not only:
-        np.savez_compressed(OUT, **out)
-        print(f"wrote {OUT} ({os.path.getsize(OUT)} bytes), {len(names)} configs, "
+        np.savez_compressed(path, **out)
+        print(f"wrote {path} ({os.path.getsize(path)} bytes), {len(names)} configs, "
               f"Lava total {time.perf_counter() - t_all:.1f}s")
     else:
         print("subset run: nothing written")

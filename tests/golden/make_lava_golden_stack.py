@@ -32,7 +32,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from make_lava_golden import PARAM_ORDER, _bern, _exact_int  # noqa: E402
+from make_lava_golden import _bern, _exact_int, write_golden  # noqa: E402
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "lava_dense_lif_stack.npz")
 LAYER_KEYS = ("weights", "params", "bias_mant", "bias_exp", "u0", "v0")
@@ -213,19 +213,7 @@ def main():
         print(f"{name:18s} T={S.shape[0]:3d} n_in={S.shape[1]:2d} in_events="
               f"{int((S != 0).sum()):4d}  " + "  ".join(desc) +
               f"  {time.perf_counter() - t0:4.1f}s", flush=True)
-    names = sorted({k.split(".")[0] for k in out})
-    out["_meta.config_names"] = np.array(names)
-    out["_meta.param_order"] = np.array(PARAM_ORDER)
-    out["_meta.lava_version"] = np.array(lava_ver)
-    out["_meta.python_version"] = np.array(sys.version.split()[0])
-    out["_meta.numpy_version"] = np.array(np.__version__)
-    out["_meta.generated_utc"] = np.array(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
-    if not only:
-        np.savez_compressed(OUT, **out)
-        print(f"wrote {OUT} ({os.path.getsize(OUT)} bytes), {len(names)} configs, "
-              f"Lava total {time.perf_counter() - t_all:.1f}s")
-    else:
-        print("subset run: nothing written")
+    write_golden(out, OUT, lava_ver, only, t_all)
 
 
 if __name__ == "__main__":
