@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import os
 import shlex
 import subprocess
 import sys
@@ -93,8 +94,11 @@ def run_metadata() -> dict:
             return None
         return done.stdout.strip() if done.returncode == 0 else None
 
-    commit = git("rev-parse", "--short", "HEAD") or "unknown"
-    commit += "+dirty" if git("status", "--porcelain") else ""
+    commit = git("rev-parse", "--short", "HEAD")
+    if commit is None:  # a copy without .git (the GPU machine's): the caller names the commit
+        commit = os.environ.get("NEURO_EMU_COMMIT", "unknown")
+    elif git("status", "--porcelain"):
+        commit += "+dirty"
     return {
         "device": device_label(bench_device()),
         "commit": commit,
