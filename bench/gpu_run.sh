@@ -16,8 +16,18 @@ mkdir -p "$OUT"
     nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv
     python3 -c "import sys, torch, triton, numba; print(sys.version.split()[0], torch.__version__,
 triton.__version__, numba.__version__, torch.cuda.get_device_name())"
-    python3 -m pip install -q --no-deps --no-build-isolation --no-index -e . 2>&1 | tail -3
 } >"$OUT/env.txt" 2>&1
+# The machine has no package index, so no `pip install -e .`: the layout setup.py's package_dir
+# makes (kernels/ and reference/ inside neuro_emu) is built from symbolic links instead, and the
+# console script is a two-line wrapper.
+site=/tmp/neuro-emu-site
+mkdir -p "$site/neuro_emu" "$site/bin"
+ln -sf "$PWD"/neuro_emu/* "$site/neuro_emu/"
+ln -sfn "$PWD/kernels" "$site/neuro_emu/kernels"
+ln -sfn "$PWD/reference" "$site/neuro_emu/reference"
+printf '#!/bin/sh\nexec python3 -m neuro_emu.cli "$@"\n' >"$site/bin/neuro-emu"
+chmod +x "$site/bin/neuro-emu"
+export PYTHONPATH="$site:$PYTHONPATH" PATH="$site/bin:$PATH"
 cat "$OUT/env.txt"
 
 for stage in ${STAGES:-tests neurons sparse_conv loihi}; do
