@@ -18,16 +18,14 @@ mkdir -p "$OUT"
 triton.__version__, numba.__version__, torch.cuda.get_device_name())"
 } >"$OUT/env.txt" 2>&1
 # The machine has no package index, so no `pip install -e .`: the layout setup.py's package_dir
-# makes (kernels/ and reference/ inside neuro_emu) is built from symbolic links instead, and the
-# console script is a two-line wrapper.
-site=/tmp/neuro-emu-site
-mkdir -p "$site/neuro_emu" "$site/bin"
-ln -sf "$PWD"/neuro_emu/* "$site/neuro_emu/"
-ln -sfn "$PWD/kernels" "$site/neuro_emu/kernels"
-ln -sfn "$PWD/reference" "$site/neuro_emu/reference"
-printf '#!/bin/sh\nexec python3 -m neuro_emu.cli "$@"\n' >"$site/bin/neuro-emu"
-chmod +x "$site/bin/neuro-emu"
-export PYTHONPATH="$site:$PYTHONPATH" PATH="$site/bin:$PATH"
+# makes (kernels/ and reference/ inside neuro_emu) is made with symbolic links in this copy of the
+# tree (ignored by git), and the console script is a two-line wrapper.
+ln -sfn ../kernels neuro_emu/kernels
+ln -sfn ../reference neuro_emu/reference
+mkdir -p /tmp/neuro-emu-bin
+printf '#!/bin/sh\nexec python3 -m neuro_emu.cli "$@"\n' >/tmp/neuro-emu-bin/neuro-emu
+chmod +x /tmp/neuro-emu-bin/neuro-emu
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PATH="/tmp/neuro-emu-bin:$PATH"
 cat "$OUT/env.txt"
 
 for stage in ${STAGES:-tests neurons sparse_conv loihi}; do
