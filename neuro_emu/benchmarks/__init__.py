@@ -103,6 +103,8 @@ def run_suite(suite: str, quick: bool = False, pytest_args: list[str] | None = N
     args = [
         str(bench / f"test_{suite}.py"),
         "-q",
+        "-p",
+        "no:xdist",  # timings need one process; xdist would also switch the benchmarks off
         "--benchmark-only",
         "--benchmark-columns=min,median,rounds",
         *(pytest_args or []),
