@@ -94,10 +94,12 @@ def run_metadata() -> dict:
             return None
         return done.stdout.strip() if done.returncode == 0 else None
 
-    commit = git("rev-parse", "--short", "HEAD")
-    if commit is None:  # a copy without .git (the GPU machine's): the caller names the commit
-        commit = os.environ.get("NEURO_EMU_COMMIT", "unknown")
-    elif git("status", "--porcelain"):
+    # A copy of the tree on another machine (the GPU one) may carry no or a stale .git: there
+    # the caller names the commit it sent.
+    commit = os.environ.get("NEURO_EMU_COMMIT") or git("rev-parse", "--short", "HEAD")
+    if commit is None:
+        commit = "unknown"
+    elif "NEURO_EMU_COMMIT" not in os.environ and git("status", "--porcelain"):
         commit += "+dirty"
     return {
         "device": device_label(bench_device()),

@@ -212,8 +212,9 @@ def test_fuzz_numba_triton_torch(steps, n, beta, v_th, reset, surrogate, detach_
     results = []
     for backend in BACKENDS:
         dev = device_for(backend)
-        xb = x.to(dev).requires_grad_()
-        vb = None if v_init is None else v_init.to(dev).requires_grad_()
+        # copy=True: a leaf of its own per backend, or the CPU ones would share (and sum) x.grad
+        xb = x.to(dev, copy=True).requires_grad_()
+        vb = None if v_init is None else v_init.to(dev, copy=True).requires_grad_()
         s, v = multistep_lif(xb, vb, beta=beta, v_th=v_th, reset=reset, v_reset=-v_th / 3,
                              surrogate=surrogate, detach_reset=detach_reset, backend=backend,
                              return_state=True)

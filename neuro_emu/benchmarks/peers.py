@@ -1,4 +1,4 @@
-"""Adapters that run the multi-step LIF / IF neurons of peer SNN libraries on CPU.
+"""Adapters that run the multi-step LIF / IF neurons of peer SNN libraries (CPU or CUDA).
 
 Each adapter maps an input current ``x: [T, N]`` (float32, CPU, may require grad) to spikes
 ``[T, N]``, starting from a zero membrane on every call, so peers can be timed and their spike
@@ -128,6 +128,7 @@ def _snntorch(beta: float, v_th: float) -> SpikeFn:
     )
 
     def run(x: torch.Tensor) -> torch.Tensor:
+        leaky.to(x.device)  # beta and threshold are buffers; a no-op once they are there
         leaky.reset_mem()
         return torch.stack([leaky(x_t)[0] for x_t in x])
 

@@ -110,6 +110,12 @@ def lif_params(
     )
 
 
+# Looked up once: torch.compile cannot trace importlib's find_spec inside a compiled region.
+_INSTALLED: dict[str, bool] = {
+    name: importlib.util.find_spec(name) is not None for name in _KERNEL_MODULES
+}
+
+
 def _is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
@@ -120,9 +126,8 @@ def backend_unavailable_reason(backend: str, device: torch.device) -> str | None
         return None
     if backend not in _KERNEL_MODULES:
         return f"unknown backend {backend!r}; choose one of {('auto', *BACKENDS)}"
-    package = backend
-    if importlib.util.find_spec(package) is None:
-        return f"the {backend} backend needs the '{package}' package, which is not installed"
+    if not _INSTALLED[backend]:
+        return f"the {backend} backend needs the '{backend}' package, which is not installed"
     if backend == "numba" and device.type != "cpu":
         return f"the numba backend runs on CPU tensors, and x is on {device}"
     if backend == "triton" and device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
