@@ -1,6 +1,7 @@
 """Spiking layers: nn.Modules over neuro_emu.ops, multi-step [T, B, ...] by default."""
 
+from neuro_emu.layers.network import SpikeCounts, SpikingNetwork
 from neuro_emu.layers.neurons import IF, LIF
 from neuro_emu.layers.synapses import SpikingConv2d, SpikingLinear
 
-__all__ = ["IF", "LIF", "SpikingConv2d", "SpikingLinear"]
+__all__ = ["IF", "LIF", "SpikeCounts", "SpikingConv2d", "SpikingLinear", "SpikingNetwork"]

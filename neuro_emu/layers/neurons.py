@@ -2,7 +2,10 @@
 
 Multi-step mode (the default) takes ``x: [T, B, ...]`` and runs all T steps in one kernel call;
 each call starts from ``v_init`` (rest, 0, unless given), so batches never leak state into each
-other and no reset is needed between them. Single-step mode takes ``x: [B, ...]`` for one time step
+other and no reset is needed between them. Folded mode is multi-step on ``x: [T * B, ...]``, time
+folded into the batch the way convolutions and BatchNorm see it, with T in ``self.timesteps``
+(set by :class:`neuro_emu.layers.SpikingNetwork`): whole networks then run on folded tensors and
+only the neurons look at time. Single-step mode takes ``x: [B, ...]`` for one time step
 and carries the membrane in ``self.v`` from call to call, for users who loop over time themselves;
 call :meth:`reset_state` between sequences. Both modes give the same spikes, bit for bit.
 """
@@ -17,7 +20,7 @@ from torch import nn
 from neuro_emu.ops import lif_params, multistep_lif
 from neuro_emu.ops.multistep_lif import Backend
 
-StepMode = Literal["multi", "single"]
+StepMode = Literal["multi", "single", "folded"]
 
 
 class LIF(nn.Module):
@@ -54,6 +57,7 @@ class LIF(nn.Module):
         detach_reset: bool = False,
         backend: Backend = "auto",
         step_mode: StepMode = "multi",
+        timesteps: int | None = None,
     ) -> None:
         super().__init__()
         if (tau is None) == (beta is None):
@@ -62,8 +66,8 @@ class LIF(nn.Module):
             if not (isinstance(tau, (int, float)) and tau >= 1):
                 raise ValueError(f"tau must be a number >= 1 (in time steps), got {tau!r}")
             beta = 1.0 - 1.0 / tau
-        if step_mode not in ("multi", "single"):
-            raise ValueError(f"step_mode must be 'multi' or 'single', got {step_mode!r}")
+        if step_mode not in ("multi", "single", "folded"):
+            raise ValueError(f"step_mode must be 'multi', 'single' or 'folded', got {step_mode!r}")
         self.kwargs = dict(
             beta=beta, v_th=v_th, reset=reset, v_reset=v_reset, surrogate=surrogate,
             alpha=alpha, detach_reset=detach_reset,
@@ -72,6 +76,7 @@ class LIF(nn.Module):
         self.v_init = float(v_init)
         self.backend = backend
         self.step_mode = step_mode
+        self.timesteps = timesteps
         self.v: torch.Tensor | None = None
 
     def reset_state(self) -> None:
@@ -84,7 +89,26 @@ class LIF(nn.Module):
         return torch.full(like.shape, self.v_init, dtype=torch.float32, device=like.device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: [T, B, ...] (multi) or [B, ...] (single) -> spikes of the same shape and dtype."""
+        """x: [T, B, ...] (multi), [T * B, ...] (folded) or [B, ...] (single) -> spikes of the
+        same shape and dtype."""
+        if self.step_mode == "folded":
+            steps = self.timesteps
+            if not isinstance(steps, int) or steps < 1:
+                raise ValueError(
+                    f"{type(self).__name__} in folded mode needs timesteps (T >= 1), got {steps!r}:"
+                    " wrap the network in SpikingNetwork or set .timesteps"
+                )
+            if x.dim() < 1 or x.shape[0] % steps:
+                raise ValueError(
+                    f"folded input {tuple(x.shape)} does not split into T = {steps} steps: its "
+                    "first dimension must be T * B"
+                )
+            spikes, v = multistep_lif(
+                x.unflatten(0, (steps, -1)), self._initial_membrane(x[: x.shape[0] // steps]),
+                **self.kwargs, backend=self.backend, return_state=True,
+            )
+            self.v = v.detach()
+            return spikes.flatten(0, 1)
         if self.step_mode == "multi":
             if not isinstance(x, torch.Tensor) or x.dim() < 2:
                 raise ValueError(
@@ -111,7 +135,10 @@ class LIF(nn.Module):
 
     def extra_repr(self) -> str:
         params = ", ".join(f"{k}={v}" for k, v in self.kwargs.items())
-        return f"{params}, v_init={self.v_init}, backend={self.backend}, step_mode={self.step_mode}"
+        mode = self.step_mode
+        if mode == "folded":
+            mode += f", timesteps={self.timesteps}"
+        return f"{params}, v_init={self.v_init}, backend={self.backend}, step_mode={mode}"
 
 
 class IF(LIF):
