@@ -10,30 +10,37 @@ set -u
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/neuro-emu-gpu}
 mkdir -p "$OUT"
-[ -d .whl/site ] && export PYTHONPATH="$PWD/.whl/site${PYTHONPATH:+:$PYTHONPATH}"
 
 {
     nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv
     python3 -c "import sys, torch, triton, numba; print(sys.version.split()[0], torch.__version__,
 triton.__version__, numba.__version__, torch.cuda.get_device_name())"
 } >"$OUT/env.txt" 2>&1
-# The machine has no package index, so no `pip install -e .`: the layout setup.py's package_dir
-# makes (kernels/ and reference/ inside neuro_emu) is made with symbolic links in this copy of the
-# tree (ignored by git), and the console script is a two-line wrapper.
-ln -sfn ../kernels neuro_emu/kernels
-ln -sfn ../reference neuro_emu/reference
-mkdir -p /tmp/neuro-emu-bin
-printf '#!/bin/sh\nexec python3 -m neuro_emu.cli "$@"\n' >/tmp/neuro-emu-bin/neuro-emu
-chmod +x /tmp/neuro-emu-bin/neuro-emu
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PATH="/tmp/neuro-emu-bin:$PATH"
+source bench/gpu_env.sh
 cat "$OUT/env.txt"
 
 for stage in ${STAGES:-tests neurons sparse_conv loihi}; do
     start=$SECONDS
     case $stage in
         tests)
-            timeout "${TESTS_TIMEOUT:-300}" python3 -m pytest tests -q -n 8 -p no:cacheprovider \
-                >"$OUT/tests.log" 2>&1
+            timeout "${TESTS_TIMEOUT:-300}" python3 -m pytest ${TEST_ARGS:-tests} -q -n 8 \
+                -p no:cacheprovider >"$OUT/tests.log" 2>&1
+            ;;
+        lif_tune)
+            timeout "${BENCH_TIMEOUT:-240}" python3 bench/gpu_lif_tune.py --out "$OUT/lif_tune.json" \
+                >"$OUT/bench-lif_tune.log" 2>&1
+            ;;
+        train_timing)
+            # Two short epochs on the shipped subset per model and LIF backend: the second
+            # epoch's time per batch, without Triton's compile time.
+            for run in "snn-vgg triton" "snn-vgg torch" "ann-vgg auto"; do
+                set -- $run
+                timeout 150 neuro-emu train --model "$1" --backend "$2" --epochs 2 --data subset \
+                    --out "/tmp/timing-$1-$2" 2>&1 | grep -v "it/s]" >>"$OUT/bench-train_timing.log"
+                python3 -c "import json; h = json.load(open('/tmp/timing-$1-$2/history.json'))
+print('$1 $2', [round(e['train_s'], 2) for e in h['epochs']], 's per epoch of 23 batches')" \
+                    >>"$OUT/bench-train_timing.log" 2>&1
+            done
             ;;
         *)
             timeout "${BENCH_TIMEOUT:-240}" neuro-emu bench --suite "$stage" \

@@ -1,4 +1,4 @@
-"""The ``neuro-emu`` command line: ``conform``, ``bench`` and ``demo``.
+"""The ``neuro-emu`` command line: ``conform``, ``bench``, ``train`` and ``demo``.
 
 Exit status: 0 success, 1 a deviation from the numerics contract (or a failed benchmark run),
 2 bad usage (argparse's convention).
@@ -102,6 +102,47 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return max(statuses)
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from neuro_emu.train import TrainConfig, train
+    from neuro_emu.train.report import compare_runs
+
+    out = Path(args.out)
+    histories = {}
+    for model in args.model:
+        config = TrainConfig(
+            model=model, width=args.width, epochs=args.epochs, timesteps=args.timesteps,
+            batch_size=args.batch_size, lr=args.lr, seed=args.seed, data=args.data,
+            device=args.device, amp=args.amp, channels_last=args.channels_last,
+            backend=args.backend, max_steps=args.max_steps,
+        )
+        run = out / model if len(args.model) > 1 else out
+        try:
+            histories[model] = train(config, run, resume=args.resume)
+        except (FileExistsError, FileNotFoundError, ValueError) as error:
+            print(f"neuro-emu train: error: {error}", file=sys.stderr)
+            return 2
+        print(f"[{model}] best test accuracy {histories[model]['best_acc']:.4f} "
+              f"(epoch {histories[model]['best_epoch']}); run in {run}")
+    spiking = [m for m in args.model if m.startswith("snn-")]
+    dense = [m for m in args.model if not m.startswith("snn-")]
+    if len(args.model) > 1 and spiking and dense and int(os.environ.get("RANK", "0")) == 0:
+        results = compare_runs(out / spiking[0], out / dense[0], out)
+        print((out / "results.md").read_text())
+        print(f"results: {out / 'results.json'}, plots: {out}/*.png "
+              f"(gap {results['gap_points']:.2f} points)")
+    return 0
+
+
+def _on_off(text: str) -> bool:
+    if text.lower() in ("on", "true", "1", "yes"):
+        return True
+    if text.lower() in ("off", "false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected on or off, got {text!r}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="neuro-emu", description="Spiking-neural-network hardware emulation on CPUs and GPUs."
@@ -137,6 +178,38 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("pytest_args", nargs="*", help="passed to pytest (after --)")
     bench.set_defaults(func=cmd_bench)
 
+    train = sub.add_parser(
+        "train", help="train SNN-VGG / ANN-VGG on CIFAR-10 (one run per --model)",
+        description="Trains each --model with SGD and a cosine schedule (the reference recipe by "
+        "default), writing last.pt, best.pt and history.json per model; with an SNN and an ANN, "
+        "also results.md/json and plots comparing them. Under torchrun, one process per device "
+        "(DDP).",
+    )
+    train.add_argument("--model", nargs="+", default=["snn-vgg", "ann-vgg"],
+                       choices=["snn-vgg", "ann-vgg", "vgg16", "resnet18"],
+                       help="one or more models (default: snn-vgg ann-vgg)")
+    train.add_argument("--width", type=float, default=1.0, help="channel multiplier (default 1)")
+    train.add_argument("--epochs", type=int, default=100, help="epochs, also the cosine length")
+    train.add_argument("--timesteps", "-T", type=int, default=4, help="SNN time steps (default 4)")
+    train.add_argument("--batch-size", type=int, default=128, help="per process (default 128)")
+    train.add_argument("--lr", type=float, default=0.1, help="peak learning rate (default 0.1)")
+    train.add_argument("--seed", type=int, default=42)
+    train.add_argument("--data", default=None,
+                       help="CIFAR-10 folder (zips or python batches) or 'subset'; default "
+                       "$NEURO_EMU_CIFAR10, then ../shared/data/cifar10-jpeg")
+    train.add_argument("--out", required=True, help="output folder (one subfolder per model)")
+    train.add_argument("--resume", action="store_true", help="continue the runs in --out")
+    train.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda:N")
+    train.add_argument("--amp", type=_on_off, default=None, metavar="on|off",
+                       help="bfloat16 autocast (default: on with a GPU)")
+    train.add_argument("--channels-last", type=_on_off, default=None, metavar="on|off",
+                       help="channels-last memory format (default: on with a GPU)")
+    train.add_argument("--backend", default="auto", choices=["auto", "torch", "numba", "triton"],
+                       help="LIF backend (default auto: Triton on CUDA, Numba on CPU)")
+    train.add_argument("--max-steps", type=int, default=None,
+                       help="cap on training batches per epoch (smoke runs)")
+    train.set_defaults(func=cmd_train)
+
     demo = sub.add_parser(
         "demo", help="neuron conformance and throughput, then quick sparse-conv and Loihi runs"
     )
@@ -147,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    for name in ("steps", "size"):
+    for name in ("steps", "size", "epochs", "timesteps", "batch_size"):
         value = getattr(args, name, 1)
         if value < 1:
             print(f"neuro-emu: error: --{name} must be >= 1, got {value}", file=sys.stderr)

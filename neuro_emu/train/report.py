@@ -1,0 +1,149 @@
+"""The SNN-vs-ANN results table, energy estimates and plots of finished training runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from neuro_emu.data import BatchLoader, load_cifar10
+from neuro_emu.train.checkpoint import save_json
+from neuro_emu.train.energy import AC_PJ, MAC_PJ, count_synaptic_ops
+from neuro_emu.train.trainer import BEST, HISTORY, load_trained
+
+ENERGY_IMAGES = 500  # test images the per-layer operation counts are averaged over
+
+
+def _history(run: Path) -> dict:
+    path = run / HISTORY
+    if not path.is_file():
+        raise FileNotFoundError(f"no {HISTORY} in {run}: is it a `neuro-emu train` output folder?")
+    return json.loads(path.read_text())
+
+
+def _energy(run: Path, history: dict, device: torch.device) -> dict:
+    """Per-layer synaptic operations of the best checkpoint on the first test images."""
+    model = load_trained(run / BEST, device)
+    config = history["config"]
+    images, labels = load_cifar10("test", config["data"], progress=False)
+    loader = BatchLoader(images[:ENERGY_IMAGES], labels[:ENERGY_IMAGES], ENERGY_IMAGES,
+                         train=False, device=device)
+    batch, _ = next(iter(loader))
+    steps = config["timesteps"] if history["epochs"][0]["test_spike_rate"] is not None else 1
+    return count_synaptic_ops(model, batch, timesteps=steps).as_dict() | {"timesteps": steps}
+
+
+def compare_runs(snn_run: str | Path, ann_run: str | Path, out: str | Path,
+                 device: str | torch.device = "cpu") -> dict:
+    """Write ``results.json``, ``results.md`` and three PNG plots comparing two finished runs.
+
+    Returns the results dict: per model its best accuracy, spike rate (test, at the best epoch),
+    parameters and energy per image; the accuracy gap; the rough energy ratio of the reference
+    (``spike_rate * 0.9 / (0.5 * 4.6)``) and the ratio from per-layer operation counts.
+    """
+    snn_run, ann_run, out = Path(snn_run), Path(ann_run), Path(out)
+    device = torch.device(device)
+    rows = {}
+    for run in (snn_run, ann_run):
+        history = _history(run)
+        best = history["epochs"][history["best_epoch"] - 1]
+        energy = _energy(run, history, device)
+        rows[history["config"]["model"]] = {
+            "run": str(run),
+            "best_acc": history["best_acc"],
+            "best_epoch": history["best_epoch"],
+            "epochs": len(history["epochs"]),
+            "spike_rate": best["test_spike_rate"],
+            "layer_rates": best["test_layer_rates"],
+            "params": history["params"],
+            "epoch_s": sum(e["epoch_s"] for e in history["epochs"]) / len(history["epochs"]),
+            "energy": energy,
+            "config": history["config"],
+            "device": history["device"],
+        }
+    snn, ann = (rows[_history(run)["config"]["model"]] for run in (snn_run, ann_run))
+    if snn["spike_rate"] is None or ann["spike_rate"] is not None:
+        raise ValueError(f"expected an SNN run then an ANN run, got {snn_run} and {ann_run}")
+    results = {
+        "models": rows,
+        "gap_points": 100 * (ann["best_acc"] - snn["best_acc"]),
+        "rough_energy_ratio": snn["spike_rate"] * AC_PJ / (0.5 * MAC_PJ),
+        "layer_energy_ratio": snn["energy"]["energy_per_image_uj"]
+        / ann["energy"]["energy_per_image_uj"],
+    }
+    save_json(results, out / "results.json")
+    (out / "results.md").write_text(_markdown(results))
+    _plots([_history(snn_run), _history(ann_run)], snn, out)
+    return results
+
+
+def _markdown(results: dict) -> str:
+    lines = [
+        "| model | best test acc | epochs | spike rate (test) | parameters | s / epoch | "
+        "energy / image (µJ) |",
+        "|---|--:|--:|--:|--:|--:|--:|",
+    ]
+    for name, row in results["models"].items():
+        rate = "-" if row["spike_rate"] is None else f"{row['spike_rate']:.4f}"
+        lines.append(
+            f"| {name} | {100 * row['best_acc']:.2f}% | {row['epochs']} | {rate} | "
+            f"{row['params']:,} | {row['epoch_s']:.1f} | "
+            f"{row['energy']['energy_per_image_uj']:.2f} |"
+        )
+    lines += [
+        "",
+        f"Accuracy gap (ANN - SNN): {results['gap_points']:.2f} points.",
+        "",
+        f"Energy, SNN / ANN: {results['layer_energy_ratio']:.3f} from per-layer synaptic "
+        f"operation counts (accumulates at {AC_PJ} pJ where a layer's input is binary spikes, "
+        f"multiply-accumulates at {MAC_PJ} pJ elsewhere, including the SNN's first, analog-input "
+        "convolution at every time step), and "
+        f"{results['rough_energy_ratio']:.3f} by the reference's rough formula spike_rate * "
+        f"{AC_PJ} / (0.5 * {MAC_PJ}), a rough estimate only. Per-operation energies: 45 nm "
+        "figures of M. Horowitz, ISSCC 2014 (arithmetic only, no memory access).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _plots(histories: list[dict], snn: dict, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for history in histories:
+        epochs = [e["epoch"] for e in history["epochs"]]
+        ax.plot(epochs, [100 * e["test_acc"] for e in history["epochs"]],
+                label=history["config"]["model"])
+    ax.set(xlabel="epoch", ylabel="test accuracy (%)", title="CIFAR-10 test accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "accuracy.png", dpi=120)
+    plt.close(fig)
+
+    spiking = next(h for h in histories if h["epochs"][0]["test_spike_rate"] is not None)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    epochs = [e["epoch"] for e in spiking["epochs"]]
+    for split in ("train", "test"):
+        ax.plot(epochs, [e[f"{split}_spike_rate"] for e in spiking["epochs"]], label=split)
+    ax.set(xlabel="epoch", ylabel="spike rate", title="SNN spike rate per epoch")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "spike_rate.png", dpi=120)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    names = list(snn["layer_rates"])
+    ax.bar(range(len(names)), [snn["layer_rates"][n] for n in names])
+    ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
+    ax.set(ylabel="spike rate (test)",
+           title=f"SNN spike rate per layer (epoch {snn['best_epoch']})")
+    ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    fig.savefig(out / "layer_rates.png", dpi=120)
+    plt.close(fig)
