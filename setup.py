@@ -14,11 +14,13 @@ setup(
         "neuro_emu.layers",
         "neuro_emu.loihi",
         "neuro_emu.benchmarks",
+        "neuro_emu.data",
         "neuro_emu.kernels",
         "neuro_emu.reference",
     ],
     # The generic folder names are importable only under the package name.
     package_dir={"neuro_emu.kernels": "kernels", "neuro_emu.reference": "reference"},
+    package_data={"neuro_emu.data": ["cifar10_subset.zip"]},  # the test/demo subset, 4 MB
     install_requires=[
         "torch==2.13.0",
         "triton",
@@ -26,6 +28,7 @@ setup(
         "numba",
         "nir",
         "tqdm",
+        "pillow",
         "matplotlib",
     ],
     extras_require={
