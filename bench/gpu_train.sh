@@ -28,6 +28,14 @@ for step in "$@"; do
         unpack)
             mkdir -p /dev/shm/cifar10 && cp .data/*.zip /dev/shm/cifar10/ && ls -la /dev/shm/cifar10
             ;;
+        decode)  # fill the decoded-image cache in /dev/shm while the machine is warm
+            python3 -c "from neuro_emu.data import load_cifar10
+for split in ('train', 'test'):
+    try:
+        print(split, load_cifar10(split, progress=False)[0].shape)
+    except Exception as error:
+        print(split, 'not decoded:', error)"
+            ;;
         run)
             read -r -a models <<<"${MODELS:-ann-vgg snn-vgg}"
             read -r -a epochs <<<"${EPOCHS:-10 10}"
