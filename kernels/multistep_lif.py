@@ -11,6 +11,11 @@ Saved for backward: nothing new. Backward keeps a reference to x (and v_init) an
 pre-reset membrane h in float32, exactly as the forward had it. Traffic per neuron-step: forward
 reads x and writes s; backward reads x, writes and re-reads h in a float32 scratch (grad_x itself
 for float32 inputs, so no extra memory) and reads grad_s, writes grad_x.
+
+Launch shape: ``block`` neurons per program over ``num_warps`` warps, and ``prefetch``, which loads
+the next step's row (x forward; h and grad_s in the reverse loop) before the current step computes
+and stores, so two rows of loads are in flight per thread. None of the three changes the
+arithmetic: every variant is bit-identical. ``bench/gpu_lif_tune.py`` measures them on a GPU.
 """
 
 from __future__ import annotations
@@ -18,12 +23,14 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+
 from neuro_emu.kernels.launch import device_of
 
 # A plain elementwise stream: 1024 lanes x 4 warps is Triton's usual choice for such kernels.
-# Not yet tuned on a GPU (no GPU session so far).
+# Not yet tuned on a GPU: bench/gpu_lif_tune.py sweeps block x num_warps x prefetch.
 BLOCK = 1024
 NUM_WARPS = 4
+PREFETCH = False
 
 
 @triton.jit
@@ -82,12 +89,21 @@ def _load_membrane(ptr, o_n, m_n, HAS: tl.constexpr, BLOCK: tl.constexpr):
 
 @triton.jit
 def _forward_block(x_ptr, out_ptr, o_n, m_n, b_v, T, N, beta, v_th, v_reset,
-                   RESET: tl.constexpr, STORE_H: tl.constexpr):
+                   RESET: tl.constexpr, STORE_H: tl.constexpr, PREFETCH: tl.constexpr):
     """Steps one block through all T; out[t] receives the spikes, or float32 h when ``STORE_H``.
     Returns the final membrane and the offsets one step past the end."""
     o_tn = o_n
-    for _ in range(T):
-        b_x = tl.load(x_ptr + o_tn, mask=m_n, other=0.0).to(tl.float32)
+    if PREFETCH:
+        b_x_next = tl.load(x_ptr + o_tn, mask=m_n, other=0.0)  # [BLOCK] row 0; T >= 1
+    for t in range(T):
+        if PREFETCH:
+            b_x = b_x_next.to(tl.float32)
+            # Row t + 1 in flight while row t computes and stores; nothing past the last row.
+            # (tl.where, not m_n & ...: the interpreter rejects a tensor & a Python bool as mask.)
+            m_next = tl.where(t + 1 < T, m_n, False)
+            b_x_next = tl.load(x_ptr + o_tn + N, mask=m_next, other=0.0)
+        else:
+            b_x = tl.load(x_ptr + o_tn, mask=m_n, other=0.0).to(tl.float32)
         b_h, b_s, b_v = _lif_step(b_v, b_x, beta, v_th, v_reset, RESET)
         b_out = b_h if STORE_H else b_s
         tl.store(out_ptr + o_tn, b_out.to(out_ptr.dtype.element_ty), mask=m_n)
@@ -100,12 +116,14 @@ def _multistep_lif_fwd_kernel(
     x_ptr, v_init_ptr, s_ptr, v_out_ptr,
     T, N, beta, v_th, v_reset,
     RESET: tl.constexpr, HAS_V_INIT: tl.constexpr, BLOCK: tl.constexpr,
+    PREFETCH: tl.constexpr,
 ):
     i_n = tl.program_id(0)
     o_n = i_n.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)  # [BLOCK] int64: T*N may pass 2^31
     m_n = o_n < N
     b_v = _load_membrane(v_init_ptr, o_n, m_n, HAS_V_INIT, BLOCK)
-    b_v, _ = _forward_block(x_ptr, s_ptr, o_n, m_n, b_v, T, N, beta, v_th, v_reset, RESET, False)
+    b_v, _ = _forward_block(x_ptr, s_ptr, o_n, m_n, b_v, T, N, beta, v_th, v_reset, RESET, False,
+                            PREFETCH)
     tl.store(v_out_ptr + o_n, b_v, mask=m_n)
 
 
@@ -115,19 +133,32 @@ def _multistep_lif_bwd_kernel(
     T, N, beta, v_th, v_reset, sg_a, sg_b,
     RESET: tl.constexpr, SURROGATE: tl.constexpr, DETACH_RESET: tl.constexpr,
     HAS_V_INIT: tl.constexpr, HAS_GRAD_V: tl.constexpr, BLOCK: tl.constexpr,
+    PREFETCH: tl.constexpr,
 ):
     i_n = tl.program_id(0)
     o_n = i_n.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)  # [BLOCK]
     m_n = o_n < N
     # Recompute h forward into the float32 scratch h_ptr (grad_x itself for float32 inputs).
     b_v = _load_membrane(v_init_ptr, o_n, m_n, HAS_V_INIT, BLOCK)
-    _, o_tn = _forward_block(x_ptr, h_ptr, o_n, m_n, b_v, T, N, beta, v_th, v_reset, RESET, True)
+    _, o_tn = _forward_block(x_ptr, h_ptr, o_n, m_n, b_v, T, N, beta, v_th, v_reset, RESET, True,
+                             PREFETCH)
     # BPTT in reverse time; each lane reads its own h[t] before writing grad_x[t] over it.
     b_gv = _load_membrane(grad_v_ptr, o_n, m_n, HAS_GRAD_V, BLOCK)
-    for _ in range(T):
+    if PREFETCH:
+        b_h_next = tl.load(h_ptr + o_tn - N, mask=m_n, other=0.0)  # [BLOCK] row T - 1
+        b_gs_next = tl.load(grad_s_ptr + o_tn - N, mask=m_n, other=0.0)
+    for t in range(T):
         o_tn -= N
-        b_h = tl.load(h_ptr + o_tn, mask=m_n, other=0.0)
-        b_gs = tl.load(grad_s_ptr + o_tn, mask=m_n, other=0.0).to(tl.float32)
+        if PREFETCH:
+            b_h = b_h_next
+            b_gs = b_gs_next.to(tl.float32)
+            # The row before this one in flight while this one computes and stores; none at row 0.
+            m_prev = tl.where(t + 1 < T, m_n, False)
+            b_h_next = tl.load(h_ptr + o_tn - N, mask=m_prev, other=0.0)
+            b_gs_next = tl.load(grad_s_ptr + o_tn - N, mask=m_prev, other=0.0)
+        else:
+            b_h = tl.load(h_ptr + o_tn, mask=m_n, other=0.0)
+            b_gs = tl.load(grad_s_ptr + o_tn, mask=m_n, other=0.0).to(tl.float32)
         b_g = _surrogate_grad(b_h - v_th, sg_a, sg_b, SURROGATE)
         if RESET == 0:
             if DETACH_RESET:
@@ -148,28 +179,24 @@ def _multistep_lif_bwd_kernel(
     tl.store(grad_v_init_ptr + o_n, b_gv, mask=m_n)
 
 
-def _grid(n: int) -> tuple[int]:
-    return (triton.cdiv(n, BLOCK),)
-
-
-
 def multistep_lif_fwd(
     x: torch.Tensor, v_init: torch.Tensor | None, beta: float, v_th: float, v_reset: float,
-    reset: int,
+    reset: int, *, block: int = BLOCK, num_warps: int = NUM_WARPS, prefetch: bool = PREFETCH,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """x: [T, N] contiguous, v_init: [N] float32 or None -> (spikes [T, N] in x.dtype,
-    v_final [N] float32)."""
+    v_final [N] float32). ``block`` (a power of two), ``num_warps`` and ``prefetch`` pick the
+    launch shape (module docstring); the results are the same bits for all of them."""
     steps, n = x.shape
     spikes = torch.empty_like(x)
     v_final = torch.empty(n, dtype=torch.float32, device=x.device)
     if n == 0:
         return spikes, v_final
     with device_of(x):
-        _multistep_lif_fwd_kernel[_grid(n)](
+        _multistep_lif_fwd_kernel[(triton.cdiv(n, block),)](
             x, v_final if v_init is None else v_init, spikes, v_final,
             steps, n, beta, v_th, v_reset,
-            RESET=reset, HAS_V_INIT=v_init is not None, BLOCK=BLOCK,
-            num_warps=NUM_WARPS, enable_fp_fusion=False,
+            RESET=reset, HAS_V_INIT=v_init is not None, BLOCK=block, PREFETCH=prefetch,
+            num_warps=num_warps, enable_fp_fusion=False,
         )
     return spikes, v_final
 
@@ -177,10 +204,11 @@ def multistep_lif_fwd(
 def multistep_lif_bwd(
     grad_s: torch.Tensor, grad_v: torch.Tensor | None, x: torch.Tensor, v_init: torch.Tensor | None,
     beta: float, v_th: float, v_reset: float, reset: int, surrogate: int, sg_a: float, sg_b: float,
-    detach_reset: bool,
+    detach_reset: bool, *, block: int = BLOCK, num_warps: int = NUM_WARPS,
+    prefetch: bool = PREFETCH,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """grad_s, x: [T, N], grad_v, v_init: [N] float32 or None -> (grad_x [T, N] in x.dtype,
-    grad_v_init [N] float32)."""
+    grad_v_init [N] float32). Launch shape as in :func:`multistep_lif_fwd`."""
     steps, n = x.shape
     grad_x = torch.empty_like(x)
     h = grad_x if x.dtype == torch.float32 else torch.empty_like(x, dtype=torch.float32)
@@ -188,12 +216,12 @@ def multistep_lif_bwd(
     if n == 0:
         return grad_x, grad_v_init
     with device_of(x):
-        _multistep_lif_bwd_kernel[_grid(n)](
+        _multistep_lif_bwd_kernel[(triton.cdiv(n, block),)](
             x, grad_v_init if v_init is None else v_init, grad_s,
             grad_v_init if grad_v is None else grad_v, h, grad_x, grad_v_init,
             steps, n, beta, v_th, v_reset, sg_a, sg_b,
             RESET=reset, SURROGATE=surrogate, DETACH_RESET=detach_reset,
-            HAS_V_INIT=v_init is not None, HAS_GRAD_V=grad_v is not None, BLOCK=BLOCK,
-            num_warps=NUM_WARPS, enable_fp_fusion=False,
+            HAS_V_INIT=v_init is not None, HAS_GRAD_V=grad_v is not None, BLOCK=block,
+            PREFETCH=prefetch, num_warps=num_warps, enable_fp_fusion=False,
         )
     return grad_x, grad_v_init

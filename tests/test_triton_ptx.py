@@ -29,6 +29,7 @@ BACKWARD_VARIANTS = [  # (reset, surrogate, detach_reset, dtype)
     for reset, surrogate, detach in itertools.product([0, 1, 2], range(4), [False, True])
     if not (reset == 2 and detach)  # nothing to detach without a reset
 ] + [(0, 0, False, "bfloat16"), (1, 0, False, "float16")]
+PREFETCH = [False, True]  # every variant with and without the next row's loads hoisted
 SPARSE_VARIANTS = [("float32", "*fp32", "*fp32"), ("int8", "*i8", "*i32")]  # (mode, weight, out)
 
 
@@ -49,16 +50,18 @@ def _ptx_ops_of_every_variant() -> dict[str, list[str]]:
         return sorted({f"{op}.{mode}" for op, mode in float_ops.findall(ptx)})
 
     found = {}
-    for reset, dtype in FORWARD_VARIANTS:
+    for (reset, dtype), prefetch in itertools.product(FORWARD_VARIANTS, PREFETCH):
         signature = {
             "x_ptr": DTYPES[dtype], "v_init_ptr": "*fp32", "s_ptr": DTYPES[dtype],
             "v_out_ptr": "*fp32", "T": "i32", "N": "i32", "beta": "fp32", "v_th": "fp32",
             "v_reset": "fp32",
         }
-        constexprs = {"RESET": reset, "HAS_V_INIT": True, "BLOCK": kernels.BLOCK}
-        found[f"fwd-{reset}-{dtype}"] = ops(kernels._multistep_lif_fwd_kernel, signature,
-                                           constexprs)
-    for reset, surrogate, detach, dtype in BACKWARD_VARIANTS:
+        constexprs = {"RESET": reset, "HAS_V_INIT": True, "BLOCK": kernels.BLOCK,
+                      "PREFETCH": prefetch}
+        found[f"fwd-{reset}-{dtype}-{prefetch}"] = ops(kernels._multistep_lif_fwd_kernel,
+                                                       signature, constexprs)
+    for (reset, surrogate, detach, dtype), prefetch in itertools.product(BACKWARD_VARIANTS,
+                                                                         PREFETCH):
         ptr = DTYPES[dtype]
         signature = {
             "x_ptr": ptr, "v_init_ptr": "*fp32", "grad_s_ptr": ptr, "grad_v_ptr": "*fp32",
@@ -68,9 +71,9 @@ def _ptx_ops_of_every_variant() -> dict[str, list[str]]:
         }
         constexprs = {
             "RESET": reset, "SURROGATE": surrogate, "DETACH_RESET": detach, "HAS_V_INIT": False,
-            "HAS_GRAD_V": True, "BLOCK": kernels.BLOCK,
+            "HAS_GRAD_V": True, "BLOCK": kernels.BLOCK, "PREFETCH": prefetch,
         }
-        found[f"bwd-{reset}-{surrogate}-{detach}-{dtype}"] = ops(
+        found[f"bwd-{reset}-{surrogate}-{detach}-{dtype}-{prefetch}"] = ops(
             kernels._multistep_lif_bwd_kernel, signature, constexprs
         )
     from neuro_emu.kernels import spike_conv
@@ -116,16 +119,18 @@ def assert_contract(ops: list[str]) -> None:
     assert not inexact, f"float ops that do not round to nearest one by one: {inexact}"
 
 
+@pytest.mark.parametrize("prefetch", PREFETCH)
 @pytest.mark.parametrize("reset,dtype", FORWARD_VARIANTS)
-def test_forward_ptx(ptx_ops, reset, dtype):
-    ops = ptx_ops[f"fwd-{reset}-{dtype}"]
+def test_forward_ptx(ptx_ops, reset, dtype, prefetch):
+    ops = ptx_ops[f"fwd-{reset}-{dtype}-{prefetch}"]
     assert_contract(ops)
     assert {"mul.rn", "add.rn"} <= set(ops)  # h = v * beta + x, unfused
 
 
+@pytest.mark.parametrize("prefetch", PREFETCH)
 @pytest.mark.parametrize("reset,surrogate,detach,dtype", BACKWARD_VARIANTS)
-def test_backward_ptx(ptx_ops, reset, surrogate, detach, dtype):
-    ops = ptx_ops[f"bwd-{reset}-{surrogate}-{detach}-{dtype}"]
+def test_backward_ptx(ptx_ops, reset, surrogate, detach, dtype, prefetch):
+    ops = ptx_ops[f"bwd-{reset}-{surrogate}-{detach}-{dtype}-{prefetch}"]
     assert_contract(ops)
     if surrogate in (0, 1):  # atan and sigmoid divide
         assert "div.rn" in ops
