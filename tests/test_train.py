@@ -83,9 +83,11 @@ def test_synaptic_ops_count_every_spike_synapse_pair(stride, padding, groups):
     expected = ones(spikes).sum().item()
     (layer,) = report.layers
     assert layer.kind == "AC" and layer.ops == expected
-    analog = count_synaptic_ops(nn.Sequential(conv), torch.randn(2, 4, 7, 7)).layers[0]
-    out = conv(torch.randn(2, 4, 7, 7))
-    assert analog.kind == "MAC" and analog.ops == out.numel() * (4 // groups) * 9
+    analog = torch.randn(2, 4, 7, 7)
+    dense = count_synaptic_ops(nn.Sequential(conv), analog, skip_zeros=False).layers[0]
+    assert dense.kind == "MAC" and dense.ops == conv(analog).numel() * (4 // groups) * 9
+    sparse_analog = count_synaptic_ops(nn.Sequential(conv), spikes * 0.25).layers[0]
+    assert sparse_analog.kind == "MAC" and sparse_analog.ops == expected
 
 
 def test_linear_ops_and_energy():

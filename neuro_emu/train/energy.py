@@ -1,12 +1,15 @@
 """Synaptic-operation counts per layer, and the energy estimate they give.
 
-An SNN layer whose input is binary spikes performs one accumulate (AC) per (input spike, synapse)
-pair; an ANN layer, or an SNN layer fed analog values (the first convolution under direct
-encoding), performs one multiply-accumulate (MAC) per synapse and input value. The per-operation
-energies are the 45 nm figures of M. Horowitz, "Computing's energy problem (and what we can do
-about it)", ISSCC 2014: a 32-bit float add 0.9 pJ, a 32-bit float multiply 3.7 pJ, so a MAC
-0.9 + 3.7 = 4.6 pJ. These are arithmetic only (no memory traffic, which dominates on real chips):
-the estimate ranks models, it does not predict a chip's power.
+Event-driven (``skip_zeros=True``, the SNN's convention): a layer does work only for its nonzero
+inputs, one operation per (nonzero input, synapse it feeds) pair; it is an accumulate (AC) where
+the input is binary spikes, a multiply-accumulate (MAC) where it is not (the first convolution's
+analog image under direct encoding, and layers fed by average pooling, whose inputs are spike
+counts / 4). Dense (``skip_zeros=False``, the ANN's convention): every synapse of every input is a
+MAC, zeros included, as a GPU or ANN accelerator computes it. The per-operation energies are the
+45 nm figures of M. Horowitz, "Computing's energy problem (and what we can do about it)", ISSCC
+2014: a 32-bit float add 0.9 pJ, a 32-bit float multiply 3.7 pJ, so a MAC 0.9 + 3.7 = 4.6 pJ.
+These are arithmetic only (no memory traffic, which dominates on real chips): the estimate ranks
+models, it does not predict a chip's power.
 """
 
 from __future__ import annotations
@@ -64,10 +67,11 @@ class OpsReport:
         }
 
 
-def _performed_ops(module: nn.Module, x: torch.Tensor) -> tuple[bool, float, float]:
+def _performed_ops(module: nn.Module, x: torch.Tensor, skip_zeros: bool) -> tuple[bool, float,
+                                                                                  float]:
     """(input is binary, ops performed, dense MACs) of one call of a Conv2d or Linear.
 
-    Ops performed on a binary input: every (nonzero input, synapse it feeds) pair, counted exactly
+    Ops performed, skipping zeros: every (nonzero input, synapse it feeds) pair, counted exactly
     (padding and stride included) by convolving the nonzero map with a ones kernel. Dense MACs:
     output elements times fan-in.
     """
@@ -75,7 +79,7 @@ def _performed_ops(module: nn.Module, x: torch.Tensor) -> tuple[bool, float, flo
     binary = bool(((x == 0) | (x == 1)).all())
     if isinstance(module, nn.Linear):
         dense = x.numel() / x.shape[-1] * module.in_features * module.out_features
-        ops = float((x != 0).sum()) * module.out_features if binary else dense
+        ops = float((x != 0).sum()) * module.out_features if skip_zeros else dense
         return binary, ops, dense
     conv: nn.Conv2d = module
     k_h, k_w = conv.kernel_size
@@ -89,19 +93,20 @@ def _performed_ops(module: nn.Module, x: torch.Tensor) -> tuple[bool, float, flo
                      stride=conv.stride, padding=conv.padding, dilation=conv.dilation,
                      groups=groups)
     out_positions = reach.shape[-1] * reach.shape[-2] * x.shape[0]
-    dense = out_positions * conv.out_channels * cin_group * k_h * k_w
-    ops = float(reach.sum()) * out_per_group if binary else float(dense)
-    return binary, ops, float(dense)
+    dense = float(out_positions * conv.out_channels * cin_group * k_h * k_w)
+    ops = float(reach.sum()) * out_per_group if skip_zeros else dense
+    return binary, ops, dense
 
 
 @torch.no_grad()
 def count_synaptic_ops(model: nn.Module, images: torch.Tensor, batch_size: int = 256,
-                       timesteps: int = 1) -> OpsReport:
+                       timesteps: int = 1, skip_zeros: bool = True) -> OpsReport:
     """Count the synaptic operations of every Conv2d/Linear of ``model`` on ``images: [N, 3, H,
     W]`` (already normalised, on the model's device).
 
     ``timesteps``: the steps the model folds into its batch (a SpikingNetwork's T), so that
     ``dense_macs`` is per image, not per image-step (an ANN computes each layer once per image).
+    ``skip_zeros``: the event-driven count (SNNs) or the dense one (ANNs); see the module doc.
     """
     report = OpsReport()
     by_name: dict[str, LayerOps] = {}
@@ -110,9 +115,10 @@ def count_synaptic_ops(model: nn.Module, images: torch.Tensor, batch_size: int =
         if isinstance(module, (nn.Conv2d, nn.Linear)):
 
             def hook(mod, inputs, _out, name=name) -> None:
-                binary, ops, dense = _performed_ops(mod, inputs[0])
-                layer = by_name.setdefault(name, LayerOps(name, "AC" if binary else "MAC"))
-                if not binary:
+                binary, ops, dense = _performed_ops(mod, inputs[0], skip_zeros)
+                kind = "AC" if binary and skip_zeros else "MAC"
+                layer = by_name.setdefault(name, LayerOps(name, kind))
+                if kind == "MAC":
                     layer.kind = "MAC"
                 layer.ops += ops
                 layer.dense_macs += dense / timesteps

@@ -30,8 +30,10 @@ def _energy(run: Path, history: dict, device: torch.device) -> dict:
     loader = BatchLoader(images[:ENERGY_IMAGES], labels[:ENERGY_IMAGES], ENERGY_IMAGES,
                          train=False, device=device)
     batch, _ = next(iter(loader))
-    steps = config["timesteps"] if history["epochs"][0]["test_spike_rate"] is not None else 1
-    return count_synaptic_ops(model, batch, timesteps=steps).as_dict() | {"timesteps": steps}
+    spiking = history["epochs"][0]["test_spike_rate"] is not None
+    steps = config["timesteps"] if spiking else 1
+    report = count_synaptic_ops(model, batch, timesteps=steps, skip_zeros=spiking)
+    return report.as_dict() | {"timesteps": steps}
 
 
 def compare_runs(snn_run: str | Path, ann_run: str | Path, out: str | Path,
@@ -96,9 +98,10 @@ def _markdown(results: dict) -> str:
         f"Accuracy gap (ANN - SNN): {results['gap_points']:.2f} points.",
         "",
         f"Energy, SNN / ANN: {results['layer_energy_ratio']:.3f} from per-layer synaptic "
-        f"operation counts (accumulates at {AC_PJ} pJ where a layer's input is binary spikes, "
-        f"multiply-accumulates at {MAC_PJ} pJ elsewhere, including the SNN's first, analog-input "
-        "convolution at every time step), and "
+        f"operation counts: the SNN event-driven (work only for nonzero inputs: accumulates at "
+        f"{AC_PJ} pJ where a layer's input is binary spikes, multiply-accumulates at {MAC_PJ} pJ "
+        "where it is not: the first, analog-input convolution at every time step and the layers "
+        f"after average pooling), the ANN dense (every synapse a {MAC_PJ} pJ MAC); and "
         f"{results['rough_energy_ratio']:.3f} by the reference's rough formula spike_rate * "
         f"{AC_PJ} / (0.5 * {MAC_PJ}), a rough estimate only. Per-operation energies: 45 nm "
         "figures of M. Horowitz, ISSCC 2014 (arithmetic only, no memory access).",
