@@ -36,6 +36,9 @@ from neuro_emu.nir.modules import CubaLIF, GainLIF
 from neuro_emu.ops import available_backends
 from tests.cases import BACKENDS, assert_identical, device_for
 
+# The peers call nirtorch APIs that nirtorch itself marks deprecated.
+pytestmark = pytest.mark.filterwarnings("ignore:nirtorch.*is being deprecated:DeprecationWarning")
+
 # ---------------------------------------------------------------------------------------------
 # Our networks
 
@@ -55,30 +58,41 @@ def _randomize_batchnorm(model: nn.Module, seed: int, gain: float = 1.0,
     return model.eval()
 
 
-def snn_vgg(width: float, image: int, timesteps: int, backend: str = "auto") -> SpikingNetwork:
-    """The directly trained SNN-VGG of ``build_model("snn-vgg")`` (LIF tau 2, soft reset)."""
+def _converted_neuron(backend: str):
+    """What the ANN->SNN converter puts in place of a ReLU: IF with v_init = v_th / 2."""
+    return functools.partial(IF, v_th=1.0, v_init=0.5, backend=backend, step_mode="folded")
+
+
+def snn_vgg(width: float, image: int, timesteps: int, backend: str = "auto",
+            converted: bool = False) -> SpikingNetwork:
+    """The directly trained SNN-VGG of ``build_model("snn-vgg")`` (LIF tau 2, soft reset), or with
+    ``converted`` the converter's IF neurons."""
     torch.manual_seed(0)
-    body = vgg(SNN_VGG_CONFIG, lif_neuron(backend=backend), width=width, image_size=image)
+    neuron = _converted_neuron(backend) if converted else lif_neuron(backend=backend)
+    body = vgg(SNN_VGG_CONFIG, neuron, width=width, image_size=image)
     with torch.no_grad():
         body.classifier[1].weight.mul_(8.0)  # the hidden layer has no BatchNorm to scale
     return _randomize_batchnorm(SpikingNetwork(body, timesteps), 1, gain=3.0, shift=0.3)
 
 
-def converted_resnet18(width: float, timesteps: int, backend: str = "auto") -> SpikingNetwork:
-    """ResNet-18 as the ANN->SNN converter makes it: IF neurons with v_init = v_th / 2 in place of
-    the ReLUs (one module called twice per block, as in torchvision), residual additions kept."""
+def resnet18_snn(width: float, timesteps: int, backend: str = "auto",
+                 converted: bool = True) -> SpikingNetwork:
+    """ResNet-18 as the ANN->SNN converter makes it (IF, v_init = v_th / 2, in place of the ReLUs:
+    one module called twice per block, as in torchvision; residual additions kept), or with LIF
+    neurons as trained directly."""
     torch.manual_seed(0)
-    neuron = functools.partial(IF, v_th=1.0, v_init=0.5, backend=backend, step_mode="folded")
+    neuron = _converted_neuron(backend) if converted else lif_neuron(backend=backend)
     return _randomize_batchnorm(SpikingNetwork(resnet18(neuron, width=width), timesteps), 2)
 
 
-MODELS = {"snn-vgg": snn_vgg, "resnet18-converted": converted_resnet18}
+MODELS = ["snn-vgg", "vgg-converted", "resnet18-lif", "resnet18-converted"]
 
 
 def _build(name: str, backend: str, image: int, timesteps: int) -> SpikingNetwork:
-    if name == "snn-vgg":
-        return snn_vgg(0.25 if image == 32 else 0.125, image, timesteps, backend)
-    return converted_resnet18(0.125, timesteps, backend)
+    if name.startswith("resnet18"):
+        return resnet18_snn(0.125, timesteps, backend, converted=name.endswith("converted"))
+    width = 0.25 if image == 32 else 0.125
+    return snn_vgg(width, image, timesteps, backend, converted=name == "vgg-converted")
 
 
 def _export(model: SpikingNetwork, path=None, **kwargs) -> nir.NIRGraph:
@@ -137,7 +151,7 @@ def test_round_trip_is_exact(model_name, backend, image, tmp_path):
 def test_folding_is_the_eval_network_and_nir_reads_the_file(tmp_path):
     """The folded conv is BatchNorm(conv) to float32 rounding; NIR's own reader (with its type
     checks) loads our file; and exporting twice gives the same graph."""
-    model = converted_resnet18(0.125, timesteps=2)
+    model = resnet18_snn(0.125, timesteps=2)
     folded = fold_batchnorm(model)
     conv, bn = model.body.layer1[0].conv1, model.body.layer1[0].bn1
     x = torch.randn(4, conv.in_channels, 8, 8)
@@ -176,6 +190,28 @@ def test_export_warns_naming_nodes():
     body = nn.Sequential(nn.Linear(4, 3), IF(v_init=0.5, step_mode="folded"))
     with pytest.warns(NIRExportWarning, match=r"v_init != 0 \(NIR starts at rest\): '1'"):
         to_nir(SpikingNetwork(body, 2), input_shape=(4,))
+
+
+class _Scaled(nn.Module):
+    """A body with ``x * number`` (as a converter may scale a layer's output)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+        self.neuron = LIF(beta=0.5, step_mode="folded")
+
+    def forward(self, x):
+        return self.neuron(self.fc(x) * 1.7)
+
+
+def test_multiplication_by_a_number_is_a_scale_node():
+    torch.manual_seed(0)
+    model = SpikingNetwork(_Scaled(), 4)
+    graph = _export(model, input_shape=(4,))
+    assert isinstance(graph.nodes["mul"], nir.Scale)
+    x = torch.rand(5, 4) * 2
+    with torch.no_grad():
+        assert_identical("output", from_nir(graph)(x), model(x))
 
 
 def test_reexport_of_an_imported_peer_graph_is_exact():

@@ -44,8 +44,8 @@ A neuron with an input gain ``g`` or a constant input ``c``
 The other layers: Conv2d -> Conv2d (a zero bias when it has none), Linear -> Affine (Linear
 without bias), AvgPool2d -> AvgPool2d, AdaptiveAvgPool2d -> AvgPool2d with the window that gives
 its output size (only when it divides the input), Flatten / ``torch.flatten`` -> Flatten (NIR's
-dims count without the batch: torch's ``start_dim = 1`` is NIR's 0), Identity and Dropout ->
-nothing (an edge straight through), SumPool2d and Scale -> themselves.
+dims count without the batch: torch's ``start_dim = 1`` is NIR's 0), ``x * number`` -> Scale,
+Identity and Dropout -> nothing (an edge straight through), SumPool2d and Scale -> themselves.
 """
 
 from __future__ import annotations
@@ -73,6 +73,7 @@ FORMAT_VERSION = 1
 _PASS_THROUGH = (nn.Identity, nn.Dropout)
 _FOLDABLE = (nn.Conv1d, nn.Conv2d, nn.Linear)
 _ADDS = (operator.add, torch.add)
+_MULS = (operator.mul, torch.mul)
 _RESET_NOTES = {
     "subtract": "reset by subtracting v_th (NIR resets to v_reset; 0 written)",
     "soft": "reset by subtracting v_th (NIR resets to v_reset; 0 written)",
@@ -481,11 +482,30 @@ class _Exporter:
             nir_node = self.flatten(node, self.shapes[arg], start, end)
             self.add(node, nir_node, {"module": None}, [arg])
             return
+        is_mul = (node.op == "call_function" and target in _MULS) or (
+            node.op == "call_method" and target == "mul")
+        if is_mul:
+            self.scalar_scale(node)
+            return
         what = getattr(target, "__name__", str(target))
         raise NIRExportError(
             f"{_at(node)}: {node.op} {what!r} has no NIR equivalent (NIR export covers "
-            "modules, residual additions and flatten)"
+            "modules, residual additions, flatten and multiplication by a number)"
         )
+
+    def scalar_scale(self, node: fx.Node) -> None:
+        """``x * c`` for a number ``c``: NIR's Scale with ``c`` (as float32, what torch multiplies
+        a float32 tensor by) at every element."""
+        tensors = [a for a in node.args if isinstance(a, fx.Node)]
+        numbers = [a for a in node.args
+                   if isinstance(a, (int, float)) and not isinstance(a, bool)]
+        if len(tensors) != 1 or len(numbers) != 1 or node.kwargs:
+            raise NIRExportError(
+                f"{_at(node)}: only a tensor times a number maps to NIR (a Scale node)"
+            )
+        arg = tensors[0]
+        scale = np.full(self.shapes[arg], numbers[0], dtype=np.float32)
+        self.add(node, nir.Scale(scale=scale), {"module": None}, [arg])
 
     def residual_sum(self, node: fx.Node) -> None:
         """``a + b`` as no node: its consumers get edges from both, and NIR sums a node's inputs.
