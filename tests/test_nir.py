@@ -371,6 +371,17 @@ def test_inconsistent_graphs_name_the_problem(graph, match):
         from_nir(graph(), timesteps=2, dt=1.0)
 
 
+def test_a_layer_torch_rejects_is_named():
+    conv = nir.Conv2d(input_shape=None, weight=np.ones((2, 1, 3, 3), np.float32), stride=2,
+                      padding="same", dilation=1, groups=1, bias=np.zeros(2, np.float32))
+    nodes = {"input": nir.Input(np.array([1, 6, 6])), "conv": conv,
+             "output": nir.Output(np.array([2, 3, 3]))}
+    graph = nir.NIRGraph(nodes=nodes, edges=[("input", "conv"), ("conv", "output")],
+                         type_check=False)
+    with pytest.raises(NIRImportError, match=r"node 'conv' \(Conv2d\): ValueError: .*same"):
+        from_nir(graph, timesteps=2, dt=1.0)
+
+
 def test_import_argument_errors(small_file):
     with pytest.raises(ValueError, match="backend"):
         from_nir(small_file, backend="cuda", timesteps=2)
@@ -580,6 +591,22 @@ def test_norse_runs_our_if(norse, quiet_norse_logs):
     _row("Norse", "ours -> Norse (IF, zero reset)", 0, theirs.numel(), "exact (dt=1: r = 1)")
 
 
+def test_threshold_equality_matches_strict_and_non_strict_peers(norse, spikingjelly,
+                                                                quiet_norse_logs):
+    """A membrane landing exactly on v_th spikes here (h >= v_th); Norse spikes on v > v_threshold
+    (as NIR defines it) and SpikingJelly on v >= v_threshold. With v_threshold written one float32
+    below v_th, both spike on the same step as we do."""
+    layer = nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        layer.weight.fill_(0.25)
+    model, x = SpikingNetwork(nn.Sequential(layer, _if("zero")), STEPS), torch.ones(1, 1)
+    ours = _ours(model, x)
+    assert ours.flatten().tolist() == [0, 0, 0, 1] * 2  # v = 0.25, 0.5, 0.75, 1.0 == v_th
+    graph = _quiet_export(model, dt=1.0, input_shape=(1,))
+    assert torch.equal(_stepped(norse.from_nir(graph), x), ours)
+    assert torch.equal(_stepped(spikingjelly.import_from_nir(graph, dt=1.0), x), ours)
+
+
 def test_norse_ignores_r_of_our_lif(norse, quiet_norse_logs):
     """Norse's LIFBoxCell steps ``v + dt/tau * (x - v)``: NIR's r (here tau/dt = 2) is ignored,
     so its input is halved. Scaling its Linear by r restores our spikes exactly."""
@@ -634,8 +661,10 @@ def test_norse_graphs_run_here(norse, kind):
     ours = _ours(from_nir(graph, timesteps=STEPS, dt=dt), x)
     deviations = int((ours != theirs).sum())
     assert deviations == 0 and theirs.sum() > 0
+    why = ("Norse's tau = dt / tau_mem_inv, see the pinned test" if kind == "LIFBoxCell"
+           else "Norse's IF adds its input as is: NIR's IF with r = 1 at dt = 1")
     _row("Norse", f"Norse -> ours ({kind})", deviations, ours.numel(),
-         f"exact with dt={dt:g} (Norse's tau convention, see the pinned test)")
+         f"exact with dt={dt:g} ({why})")
 
 
 def test_norse_own_round_trip_changes_tau(norse, quiet_norse_logs):

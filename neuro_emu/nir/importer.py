@@ -503,10 +503,11 @@ def from_nir(
     else:
         raise TypeError(f"source must be a path or a nir.NIRGraph, got {type(source).__name__}")
     graph_meta = _meta(graph.metadata, "graph")
-    if graph_meta.get("format", FORMAT_VERSION) > FORMAT_VERSION:
+    version = graph_meta.get("format", FORMAT_VERSION)
+    if not isinstance(version, int) or version > FORMAT_VERSION:
         raise NIRImportError(
-            f"the graph was written in neuro_emu NIR format {graph_meta['format']}, newer than "
-            f"this version reads ({FORMAT_VERSION}): upgrade neuro_emu"
+            f"the graph was written in neuro_emu NIR format {version!r}, which this version "
+            f"does not read (it reads up to {FORMAT_VERSION}): upgrade neuro_emu"
         )
     if dt is None:
         dt = graph_meta.get("dt")
@@ -550,10 +551,20 @@ def from_nir(
             _check_declared(name, node, "output_type", shape, source_text)
             fx_graph.output(acc)
             continue
+        try:
+            if isinstance(node, _NEURONS):
+                module = builder.neuron(name, node, shape, metas[name])
+            else:
+                module = builder.layer(name, node, shape, metas[name])
+        except NIRImportError:
+            raise
+        except (TypeError, ValueError, RuntimeError, KeyError) as error:
+            raise NIRImportError(
+                f"node {name!r} ({type(node).__name__}): {type(error).__name__}: {error}"
+            ) from error
         if isinstance(node, _NEURONS):
-            module, out_shape = builder.neuron(name, node, shape, metas[name]), shape
+            out_shape = shape
         else:
-            module = builder.layer(name, node, shape, metas[name])
             try:
                 with torch.no_grad():
                     out_shape = tuple(module(torch.zeros((1, *shape))).shape[1:])
