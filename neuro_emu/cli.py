@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from neuro_emu.benchmarks import SUITES
+from neuro_emu.nir.cli import add_nir_commands
 
 
 def _use_triton_interpreter_without_gpu() -> None:
@@ -215,6 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--quick", action="store_true", help="small neuron benchmark shapes too")
     demo.set_defaults(func=cmd_demo)
+    add_nir_commands(sub)
     return parser
 
 

@@ -746,3 +746,53 @@ def test_spikingjelly_graphs_run_here(spikingjelly, kind):
     ours = _ours(from_nir(graph, timesteps=STEPS, dt=1e-4), x)
     assert torch.equal(ours, theirs) and theirs.sum() > 0
     _row("SpikingJelly", f"SpikingJelly -> ours ({kind})", 0, ours.numel(), "exact (dt=1e-4)")
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+
+
+@pytest.fixture
+def checkpoint(tmp_path):
+    from neuro_emu.models import build_model
+
+    model = build_model("snn-vgg", width=0.125, timesteps=2)
+    path = tmp_path / "best.pt"
+    torch.save({"model": model.state_dict(),
+                "config": {"model": "snn-vgg", "width": 0.125, "timesteps": 2}}, path)
+    return path
+
+
+def test_cli_export_then_import(checkpoint, tmp_path, capsys):
+    from neuro_emu.cli import main
+
+    out = tmp_path / "net.nir"
+    assert main(["export", "--checkpoint", str(checkpoint), "--out", str(out), "-T", "3"]) == 0
+    captured = capsys.readouterr()
+    assert "6 Conv2d" in captured.out and "T = 3" in captured.out
+    assert "reset by subtracting v_th" in captured.err  # the export's warning, as a note
+    assert main(["import", str(out), "--backend", "numba", "--batch", "4"]) == 0
+    text = capsys.readouterr().out
+    assert "4 images of the shipped CIFAR-10 subset" in text and "accuracy" in text
+    assert "7 neuron layers, T = 3" in text
+    assert main(["import", str(out), "--backend", "torch", "--data", "random", "--batch", "2"]) == 0
+    assert "random input [2, 3, 32, 32]" in capsys.readouterr().out
+
+
+def test_cli_errors(checkpoint, tmp_path, capsys):
+    from neuro_emu.cli import main
+
+    out = str(tmp_path / "x.nir")
+    assert main(["export", "--model", "ann-vgg", "--out", out]) == 2
+    assert "is an ANN" in capsys.readouterr().err
+    assert main(["export", "--checkpoint", str(checkpoint), "--model", "resnet18",
+                 "--out", out]) == 2
+    assert "disagrees with the checkpoint" in capsys.readouterr().err
+    assert main(["import", str(checkpoint)]) == 2
+    assert "is not a NIR file" in capsys.readouterr().err
+    foreign = tmp_path / "foreign.nir"
+    nir.write(foreign, nir.NIRGraph(nodes=_small_graph(), edges=list(_EDGES)))
+    assert main(["import", str(foreign)]) == 2
+    assert "pass timesteps=T" in capsys.readouterr().err
+    assert main(["import", str(foreign), "-T", "2", "--dt", "1"]) == 0
+    assert "random input [32, 4]" in capsys.readouterr().out
