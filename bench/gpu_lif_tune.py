@@ -15,9 +15,10 @@ For each shape of ``SHAPES`` and dtype of ``DTYPES`` it
   grad_v given;
 - reports the GB/s of the bytes each kernel must move (``traffic``) and their fraction of the
   copy's GB/s;
-- measures the public op's host cost per call: wall time per call on a tiny tensor (launch-bound),
-  the per-call wall time with ``torch.cuda.synchronize`` on the big shapes (how the first numbers
-  were taken), and the CUDA kernels a call launches with their device time (torch.profiler).
+- measures the public op's host cost per call: wall time per call on a tiny tensor (launch-bound)
+  and where it goes by Python function (cProfile), the per-call wall time with
+  ``torch.cuda.synchronize`` on the big shapes (how the first numbers were taken), and the CUDA
+  kernels a call launches with their device time (torch.profiler).
 
 It prints a table and writes every number, with versions, device, commit, date and command, to
 ``--out``. ``--smoke`` runs the same bookkeeping on tiny CPU tensors in Triton's interpreter
@@ -29,12 +30,14 @@ this script, unlike the benchmark suites, calls the kernel module directly.
 from __future__ import annotations
 
 import argparse
+import cProfile
 import functools
 import importlib.util
 import itertools
 import json
 import math
 import os
+import pstats
 import shlex
 import statistics
 import subprocess
@@ -166,6 +169,7 @@ class Tuner:
         )
         self.rows: list[dict] = []
         self.started = time.perf_counter()
+        self.load_at_start = list(os.getloadavg())
 
     def log(self, text: str) -> None:
         print(f"[{time.perf_counter() - self.started:6.1f} s] {text}", flush=True)
@@ -203,16 +207,20 @@ class Tuner:
             times.append(time.perf_counter() - start)
         return 1e3 * statistics.median(times)
 
-    def host_us(self, fn: Callable[[], object], calls: int) -> float:
-        """Mean wall µs per call of ``calls`` back-to-back calls (launch-bound on tiny tensors)."""
+    def host_us(self, fn: Callable[[], object], calls: int, batches: int) -> dict:
+        """Wall µs per call over ``batches`` batches of ``calls`` back-to-back calls (launch-bound
+        on tiny tensors): the median batch, and the fastest (the least disturbed by other work)."""
         for _ in range(3):
             fn()
         self.sync()
-        start = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        self.sync()
-        return 1e6 * (time.perf_counter() - start) / calls
+        per_call = []
+        for _ in range(batches):
+            start = time.perf_counter()
+            for _ in range(calls):
+                fn()
+            self.sync()
+            per_call.append(1e6 * (time.perf_counter() - start) / calls)
+        return {"median": statistics.median(per_call), "min": min(per_call)}
 
     # The four things timed, as functions of a variant.
     def fwd(self, x, variant: Variant, v_init=None):
@@ -391,7 +399,7 @@ class Tuner:
         torch = self.torch
         steps, n = HOST_SHAPE
         x, grad_s = self.inputs(steps, n, torch.float32)
-        calls = 5 if self.smoke else 500
+        calls, batches = (5, 2) if self.smoke else (50, 10)
         fns = {
             "clone (one torch op)": lambda: x.clone(),
             "raw fwd launcher": lambda: self.fwd(x, self.default),
@@ -402,11 +410,35 @@ class Tuner:
             ),
             "op fwd+bwd (autograd.grad)": lambda: self.op_fwd_bwd(x, grad_s),
         }
+        us = {name: self.host_us(fn, calls, batches) for name, fn in fns.items()}
+        # Where the public op's forward+backward spends its host time, by Python function.
+        fn = fns["op fwd+bwd (autograd.grad)"]
+        profiler = cProfile.Profile()
+        # Backward on this thread, not autograd's device thread, which cProfile would not see.
+        with torch.autograd.set_multithreading_enabled(False):
+            profiler.enable()
+            for _ in range(calls):
+                fn()
+            self.sync()
+            profiler.disable()
+        stats = pstats.Stats(profiler).stats  # {(file, line, name): (cc, nc, tt, ct, callers)}
+        top = sorted(stats.items(), key=lambda kv: kv[1][2], reverse=True)[:20]
+        python = [
+            {
+                "function": f"{Path(file).name}:{line}({name})",
+                "calls_per_op_call": nc / calls,
+                "self_us_per_op_call": 1e6 * tt / calls,
+                "cumulative_us_per_op_call": 1e6 * ct / calls,
+            }
+            for (file, line, name), (_, nc, tt, ct, _) in top
+        ]
         return {
             "T": steps,
             "N": n,
             "calls": calls,
-            "us_per_call": {name: self.host_us(fn, calls) for name, fn in fns.items()},
+            "batches": batches,
+            "us_per_call": us,
+            "op_fwd_bwd_python_profile": python,
         }
 
     def profile(self, steps: int, n: int) -> dict:
@@ -494,6 +526,9 @@ class Tuner:
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "command": shlex.join([Path(sys.executable).name, *sys.argv]),
             "smoke": self.smoke,
+            "cpus": os.cpu_count(),
+            # Other work on the machine skews the host times: the load before and after.
+            "load_average_1_5_15_min": {"start": self.load_at_start, "end": list(os.getloadavg())},
             "default_variant": self.default.label,
             "do_bench": {"warmup_ms": self.warmup, "rep_ms": self.rep, "stat": "median"},
             "neuron": NEURON,
@@ -591,8 +626,12 @@ def print_table(report: dict) -> None:
         "\nhost cost per call, tiny tensor "
         f"T={report['host_overhead']['T']} N={report['host_overhead']['N']} (µs):"
     )
+    print(f"  {'':<28} {'median':>8} {'min':>8}")
     for name, us in report["host_overhead"]["us_per_call"].items():
-        print(f"  {name:<28} {us:8.1f}")
+        print(f"  {name:<28} {us['median']:8.1f} {us['min']:8.1f}")
+    print("  op fwd+bwd host time by Python function (self µs per call, top 8):")
+    for row in report["host_overhead"]["op_fwd_bwd_python_profile"][:8]:
+        print(f"    {row['self_us_per_op_call']:8.1f}  {row['function']}")
     prof = report.get("profile", {})
     for kind in ("op_fwd", "op_fwd_bwd"):
         if kind in prof:
