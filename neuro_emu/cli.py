@@ -116,7 +116,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             model=model, width=args.width, epochs=args.epochs, timesteps=args.timesteps,
             batch_size=args.batch_size, lr=args.lr, seed=args.seed, data=args.data,
             device=args.device, amp=args.amp, channels_last=args.channels_last,
-            backend=args.backend, max_steps=args.max_steps,
+            backend=args.backend, max_steps=args.max_steps, qcfs_levels=args.qcfs_levels,
+            label_smoothing=args.label_smoothing,
         )
         run = out / model if len(args.model) > 1 else out
         try:
@@ -207,6 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="channels-last memory format (default: on with a GPU)")
     train.add_argument("--backend", default="auto", choices=["auto", "torch", "numba", "triton"],
                        help="LIF backend (default auto: Triton on CUDA, Numba on CPU)")
+    train.add_argument("--qcfs-levels", type=int, default=None, metavar="L",
+                       help="ANN with L-level QCFS activations instead of ReLU (for conversion)")
+    train.add_argument("--label-smoothing", type=float, default=0.0)
     train.add_argument("--max-steps", type=int, default=None,
                        help="cap on training batches per epoch (smoke runs)")
     train.set_defaults(func=cmd_train)

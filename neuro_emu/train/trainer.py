@@ -39,6 +39,8 @@ class TrainConfig:
     ``channels_last`` default (None) to on with a GPU, off on the CPU. ``max_steps`` caps the
     training batches of every epoch (smoke tests); ``data`` is a folder, "subset" for the shipped
     subset, or None for the default places (see :func:`neuro_emu.data.load_cifar10`).
+    ``qcfs_levels``: train an ANN with QCFS activations of that many levels instead of ReLU (the
+    recommended route to conversion, :mod:`neuro_emu.convert`).
     """
 
     model: str = "snn-vgg"
@@ -58,6 +60,8 @@ class TrainConfig:
     backend: str = "auto"
     tau: float = 2.0
     max_steps: int | None = None
+    qcfs_levels: int | None = None
+    label_smoothing: float = 0.0
 
     def __post_init__(self) -> None:
         if self.model not in MODELS:
@@ -68,6 +72,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be an int >= 1, got {value!r}")
         if not self.width > 0:
             raise ValueError(f"width must be > 0, got {self.width!r}")
+        if self.qcfs_levels is not None and self.spiking:
+            raise ValueError(f"qcfs_levels applies to ANNs, and {self.model} is an SNN")
 
     @property
     def spiking(self) -> bool:
@@ -167,7 +173,8 @@ def _train_epoch(model, loader, optimizer, config: TrainConfig, amp: bool, ranks
                 break
             with torch.autocast(device.type, torch.bfloat16, enabled=amp):
                 logits = model(images)
-                loss = F.cross_entropy(logits.float(), labels)
+                loss = F.cross_entropy(logits.float(), labels,
+                                       label_smoothing=config.label_smoothing)
             if not torch.isfinite(loss):
                 raise FloatingPointError(
                     f"loss is {loss.item()} at epoch {epoch + 1}, step {step + 1}: lower --lr or "
@@ -188,10 +195,20 @@ def _train_epoch(model, loader, optimizer, config: TrainConfig, amp: bool, ranks
             "layer_rates": layers}
 
 
+def model_from_config(config: TrainConfig) -> nn.Module:
+    """The untrained model a config describes (the architecture a checkpoint's weights fit)."""
+    model = build_model(config.model, width=config.width, timesteps=config.timesteps,
+                        backend=config.backend, tau=config.tau)
+    if config.qcfs_levels is not None:
+        from neuro_emu.convert import qcfs_model
+
+        model = qcfs_model(model, levels=config.qcfs_levels)
+    return model
+
+
 def _build(config: TrainConfig, device: torch.device, channels_last: bool):
     torch.manual_seed(config.seed)
-    model = build_model(config.model, width=config.width, timesteps=config.timesteps,
-                        backend=config.backend, tau=config.tau).to(device)
+    model = model_from_config(config).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     # The recipe decays every parameter, BatchNorm's included, as the reference does.
@@ -309,8 +326,7 @@ def load_trained(path: str | Path, device: str | torch.device = "cpu") -> nn.Mod
     """Rebuild the model of a training checkpoint (``last.pt`` or ``best.pt``) with its weights."""
     state = load_checkpoint(path, map_location=device)
     config = TrainConfig(**state["config"])
-    model = build_model(config.model, width=config.width, timesteps=config.timesteps,
-                        backend=config.backend, tau=config.tau)
+    model = model_from_config(config)
     model.load_state_dict(state["model"])
     return model.to(device).eval()
 
