@@ -155,6 +155,37 @@ def test_round_trip_is_exact(model_name, backend, image, tmp_path):
     assert all(s > 0 for s in spikes.values()), f"a silent layer makes a weak test: {spikes}"
 
 
+@pytest.mark.parametrize("per_channel", [False, True], ids=["lambda-per-layer", "per-channel"])
+def test_round_trip_of_the_converters_output(per_channel, tmp_path):
+    """neuro_emu.convert's SNN (IF neurons between Scale(lambda) modules) round trips exactly, and
+    its Scale modules come back as they were."""
+    convert = pytest.importorskip("neuro_emu.convert",
+                                  reason="the ANN->SNN converter is not in this checkout")
+    from neuro_emu.models import build_model
+
+    torch.manual_seed(0)
+    ann = build_model("resnet18", width=0.125).eval()
+    qcfs = convert.qcfs_model(ann, levels=4, threshold=0.5, per_channel=per_channel)
+    snn = convert.convert(qcfs, timesteps=3, progress=False, backend="numba")
+    _export(snn, tmp_path / "converted.nir", input_shape=(3, 16, 16))
+    imported = from_nir(tmp_path / "converted.nir", backend="numba")
+    folded = fold_batchnorm(snn)
+    x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(4)) * 2
+    expected, spikes = _run_counting(folded, x)
+    got, imported_spikes = _run_counting(imported, x)
+    assert_identical("output", got, expected)
+    assert imported_spikes == spikes and sum(spikes.values()) > 0
+    assert _leaves(imported) == _leaves(folded)  # the converter's Scale included
+
+
+def _leaves(model: nn.Module) -> dict[str, type]:
+    """The modules that hold weights, buffers or neuron state (a torch.flatten call comes back as
+    an nn.Flatten, and an Identity is no node)."""
+    return {name: type(m) for name, m in model.named_modules()
+            if isinstance(m, LIF) or any(True for _ in m.parameters(recurse=False))
+            or any(True for _ in m.buffers(recurse=False))}
+
+
 def test_folding_is_the_eval_network_and_nir_reads_the_file(tmp_path):
     """The folded conv is BatchNorm(conv) to float32 rounding; NIR's own reader (with its type
     checks) loads our file; and exporting twice gives the same graph."""

@@ -45,12 +45,15 @@ The other layers: Conv2d -> Conv2d (a zero bias when it has none), Linear -> Aff
 without bias), AvgPool2d -> AvgPool2d, AdaptiveAvgPool2d -> AvgPool2d with the window that gives
 its output size (only when it divides the input), Flatten / ``torch.flatten`` -> Flatten (NIR's
 dims count without the batch: torch's ``start_dim = 1`` is NIR's 0), ``x * number`` -> Scale,
-Identity and Dropout -> nothing (an edge straight through), SumPool2d and Scale -> themselves.
+the converter's ``neuro_emu.layers.Scale`` (a factor per layer or channel) -> Scale (its factor
+at every element), Identity and Dropout -> nothing (an edge straight through), SumPool2d and
+Scale -> themselves.
 """
 
 from __future__ import annotations
 
 import copy
+import importlib
 import json
 import math
 import operator
@@ -100,12 +103,20 @@ def _at(node: fx.Node) -> str:
     return f"node {_node_name(node)!r}"
 
 
+def _converter_scale() -> type | None:
+    """``neuro_emu.layers.Scale``, the constant factor the ANN->SNN converter puts after its IF
+    neurons (``x * factor``, a scalar or one per channel), where this version has it."""
+    return getattr(importlib.import_module("neuro_emu.layers"), "Scale", None)
+
+
 class _Tracer(fx.Tracer):
-    """torch.fx tracing with neurons (and our NIR modules) as leaves: their forward loops over
-    time, which fx must not unroll."""
+    """torch.fx tracing with neurons (and our NIR modules, and the converter's Scale) as leaves:
+    the neurons loop over time, which fx must not unroll, and a leaf maps to one NIR node."""
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        return isinstance(m, LEAF_MODULES) or super().is_leaf_module(m, module_qualified_name)
+        scale = _converter_scale()
+        return (isinstance(m, LEAF_MODULES) or (scale is not None and isinstance(m, scale))
+                or super().is_leaf_module(m, module_qualified_name))
 
 
 def trace(body: nn.Module) -> fx.GraphModule:
@@ -422,6 +433,13 @@ class _Exporter:
                                      padding=np.array(module.padding))
         elif isinstance(module, Scale):
             nir_node = nir.Scale(scale=_numpy(module.scale))
+        elif _converter_scale() is not None and isinstance(module, _converter_scale()):
+            # Its factor broadcast to the node's shape: 1 * factor is exact.
+            ones = torch.ones((1, *in_shape), dtype=module.factor.dtype)
+            with torch.no_grad():
+                scale = _numpy(module(ones)[0])
+            meta.update(torch="neuro_emu.layers.Scale", factor=module.factor.tolist())
+            nir_node = nir.Scale(scale=scale)
         else:
             raise NIRExportError(
                 f"{_at(node)}: {type(module).__name__} ({node.target!r}) has no NIR "

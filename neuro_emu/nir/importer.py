@@ -20,6 +20,7 @@ checked against the NIR fields, which win (with a warning) if a tool changed one
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import operator
@@ -385,7 +386,7 @@ class _Builder:
             start, end = int(node.start_dim), int(node.end_dim)
             return nn.Flatten(start + 1 if start >= 0 else start, end + 1 if end >= 0 else end)
         if isinstance(node, nir.Scale):
-            return Scale(_tensor(node.scale))
+            return _scale(node, shape, meta)
         kind = type(node).__name__
         why = _UNSUPPORTED.get(kind, "a node type the importer does not map")
         raise NIRImportError(f"node {name!r}: NIR {kind} ({why}) is not supported by neuro_emu")
@@ -415,6 +416,24 @@ class _Builder:
         if meta.get("bias") is False and not bias.any():
             module.bias = None
         return module
+
+
+def _scale(node: nir.Scale, shape: tuple[int, ...], meta: dict) -> nn.Module:
+    """NIR's Scale as our full-shape :class:`~neuro_emu.nir.modules.Scale`, or, for a graph from
+    a converted network, the converter's ``neuro_emu.layers.Scale`` again (when this version has
+    it and its factor gives the node's values exactly)."""
+    scale = _tensor(node.scale)
+    converter_scale = getattr(importlib.import_module("neuro_emu.layers"), "Scale", None)
+    if meta.get("torch") == "neuro_emu.layers.Scale" and converter_scale is not None:
+        try:
+            module = converter_scale(torch.tensor(meta["factor"], dtype=torch.float32))
+            with torch.no_grad():
+                same = torch.equal(module(torch.ones((1, *shape)))[0], scale.expand(shape))
+        except (KeyError, TypeError, ValueError, RuntimeError):
+            same = False
+        if same:
+            return module
+    return Scale(scale)
 
 
 def _check_declared(name: str, node: nir.NIRNode, attr: str, shape: tuple[int, ...],
