@@ -827,3 +827,17 @@ def test_cli_errors(checkpoint, tmp_path, capsys):
     assert "pass timesteps=T" in capsys.readouterr().err
     assert main(["import", str(foreign), "-T", "2", "--dt", "1"]) == 0
     assert "random input [32, 4]" in capsys.readouterr().out
+
+
+def test_peers_do_not_map_nir_scale(snntorch, norse, spikingjelly, quiet_norse_logs):
+    """Pinned: none of the peers maps NIR's Scale, which converted networks (IF between
+    Scale(lambda) nodes) and ``x * number`` export to: snnTorch 1.0.0 and SpikingJelly 2.0.0
+    raise ValueError, Norse 1.1.0 drops the node silently (so its network computes without it)."""
+    graph = _quiet_export(SpikingNetwork(_Scaled(), STEPS), dt=1e-4, input_shape=(4,))
+    _, load = snntorch
+    with pytest.raises(ValueError, match="Unknown node type .*Scale"):
+        load(graph)
+    with pytest.raises(ValueError, match="Unknown node type .*Scale"):
+        spikingjelly.import_from_nir(graph, dt=1e-4)
+    kept = [type(m).__name__ for m in norse.from_nir(graph).children()]
+    assert kept == ["Identity", "Linear", "LIFBoxCell", "Identity"]
