@@ -186,6 +186,14 @@ def _leaves(model: nn.Module) -> dict[str, type]:
             or any(True for _ in m.buffers(recurse=False))}
 
 
+def test_public_api():
+    import neuro_emu
+    import neuro_emu.nir
+
+    assert neuro_emu.to_nir is neuro_emu.nir.to_nir
+    assert neuro_emu.from_nir is neuro_emu.nir.from_nir
+
+
 def test_folding_is_the_eval_network_and_nir_reads_the_file(tmp_path):
     """The folded conv is BatchNorm(conv) to float32 rounding; NIR's own reader (with its type
     checks) loads our file; and exporting twice gives the same graph."""
