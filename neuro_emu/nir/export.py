@@ -627,7 +627,8 @@ def to_nir(
     neurons = [n for n, node in graph.nodes.items()
                if isinstance(node, (nir.LIF, nir.IF, nir.CubaLIF))]
     _warn_unread(exporter.notes, neurons, model.timesteps)
-    if model.training:
+    if model.training and any(isinstance(m, nn.modules.batchnorm._BatchNorm)
+                              for m in model.modules()):
         warnings.warn(
             "to_nir: the model is in training mode; the graph has BatchNorm folded with its "
             "running statistics, i.e. the eval-mode network", NIRExportWarning, stacklevel=2)
