@@ -137,6 +137,24 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_convert(args: argparse.Namespace) -> int:
+    from neuro_emu.convert.sweep import format_sweep, timestep_sweep
+
+    try:
+        results = timestep_sweep(
+            args.checkpoint, args.timesteps, data=args.data, device=args.device,
+            target=args.target, batch_size=args.batch_size, max_images=args.max_images,
+            out=args.out, progress=not args.quiet,
+        )
+    except (FileNotFoundError, RuntimeError, ValueError) as error:
+        print(f"neuro-emu convert: error: {error}", file=sys.stderr)
+        return 2
+    print(format_sweep(results))
+    if args.out:
+        print(f"results: {args.out}/sweep.json, plot: {args.out}/sweep.png")
+    return 0
+
+
 def _on_off(text: str) -> bool:
     if text.lower() in ("on", "true", "1", "yes"):
         return True
@@ -215,6 +233,28 @@ def build_parser() -> argparse.ArgumentParser:
                        help="cap on training batches per epoch (smoke runs)")
     train.set_defaults(func=cmd_train)
 
+    conv = sub.add_parser(
+        "convert", help="convert a trained ANN checkpoint to an SNN and sweep T",
+        description="Converts the ANN of a `neuro-emu train` checkpoint (QCFS-trained: its own "
+        "thresholds; ReLU: thresholds calibrated on training batches) to IF neurons and prints "
+        "accuracy, gap and spike sparsity at each T, from one run of the largest T.",
+    )
+    conv.add_argument("--checkpoint", required=True, help="best.pt or last.pt of neuro-emu train")
+    conv.add_argument("--model", default=None,
+                      help="accepted for the tutorial's command line; the checkpoint names it")
+    conv.add_argument("--timesteps", "-T", type=int, nargs="+", default=[4, 8, 16, 32, 64])
+    conv.add_argument("--data", default=None, help="CIFAR-10 folder or 'subset' (default: the "
+                      "checkpoint's)")
+    conv.add_argument("--device", default="auto")
+    conv.add_argument("--target", default=None, choices=["gpu", "cpu", "torch"],
+                      help="backend of the IF neurons (default: gpu with CUDA, else cpu)")
+    conv.add_argument("--batch-size", type=int, default=200)
+    conv.add_argument("--max-images", type=int, default=None,
+                      help="evaluate on the first N test images only")
+    conv.add_argument("--out", default=None, help="folder for sweep.json and sweep.png")
+    conv.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    conv.set_defaults(func=cmd_convert)
+
     demo = sub.add_parser(
         "demo", help="neuron conformance and throughput, then quick sparse-conv and Loihi runs"
     )
@@ -226,9 +266,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    for name in ("steps", "size", "epochs", "timesteps", "batch_size"):
+    for name in ("steps", "size", "epochs", "timesteps", "batch_size", "max_images"):
         value = getattr(args, name, 1)
-        if value < 1:
+        values = value if isinstance(value, list) else [value]
+        if any(v is not None and v < 1 for v in values):
             print(f"neuro-emu: error: --{name} must be >= 1, got {value}", file=sys.stderr)
             return 2
     _use_triton_interpreter_without_gpu()

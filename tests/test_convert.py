@@ -157,7 +157,7 @@ def test_compile_targets():
 
 
 @pytest.fixture(scope="module")
-def trained_qcfs(tmp_path_factory):
+def trained_qcfs(tmp_path_factory, request):
     """A small QCFS VGG trained on the shipped subset (about 10 s on 2 cores)."""
     out = tmp_path_factory.mktemp("qcfs")
     config = TrainConfig(model="ann-vgg", width=0.25, epochs=3, batch_size=64, data="subset",
@@ -165,6 +165,7 @@ def trained_qcfs(tmp_path_factory):
     train(config, out, progress=False)
     images, labels = load_cifar10("test", "subset", progress=False)
     loader = BatchLoader(images[::2], labels[::2], 250, train=False)  # 500 images, 50 a class
+    request.config.cache_checkpoint = out / "best.pt"  # for the CLI test below
     return load_trained(out / "best.pt"), loader
 
 
@@ -200,3 +201,16 @@ def test_converted_network_conforms_across_backends(trained_qcfs):
     report = compare_models(snn, images[:2], backends=available_backends("cpu"))
     assert report.ok, report.format()
     assert report.checks > 0
+
+
+def test_convert_command_prints_the_sweep(trained_qcfs, request, tmp_path, capsys):
+    from neuro_emu.cli import main
+
+    checkpoint = request.config.cache_checkpoint
+    args = ["convert", "--checkpoint", str(checkpoint), "--timesteps", "2", "8", "--data",
+            "subset", "--max-images", "100", "--out", str(tmp_path), "-q"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "| 8 |" in printed and "ANN accuracy" in printed
+    assert (tmp_path / "sweep.json").is_file() and (tmp_path / "sweep.png").stat().st_size > 0
+    assert main(["convert", "--checkpoint", str(tmp_path / "none.pt")]) == 2

@@ -1,0 +1,140 @@
+"""``neuro-emu convert``: a trained checkpoint converted, then its accuracy and sparsity per T."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from neuro_emu.convert.api import compile, evaluate, evaluate_timesteps
+from neuro_emu.convert.convert import convert
+from neuro_emu.data import BatchLoader, load_cifar10
+from neuro_emu.train.checkpoint import load_checkpoint, save_json
+from neuro_emu.train.trainer import TrainConfig, load_trained
+
+
+def timestep_sweep(
+    checkpoint: str | Path,
+    timesteps: Sequence[int],
+    *,
+    data: str | None = None,
+    device: str = "auto",
+    target: str | None = None,
+    batch_size: int = 200,
+    max_images: int | None = None,
+    calibration_batches: int = 10,
+    out: str | Path | None = None,
+    progress: bool = True,
+) -> dict:
+    """Convert the model of a training checkpoint and measure it at every T of ``timesteps``.
+
+    A QCFS-trained model converts with its own thresholds; a plain ReLU model is calibrated on
+    ``calibration_batches`` training batches first. One run of ``max(timesteps)`` steps gives the
+    whole sweep (:func:`neuro_emu.convert.evaluate_timesteps`).
+
+    Args:
+        checkpoint: ``best.pt`` / ``last.pt`` of ``neuro-emu train`` (an ANN).
+        timesteps: the T values to report.
+        data: the CIFAR-10 folder (see :func:`neuro_emu.data.load_cifar10`); "subset" works too.
+        device: "auto" (CUDA if present), "cpu" or "cuda[:N]".
+        target: the SNN's compile target ("gpu", "cpu", "torch"); default by device.
+        batch_size: test batch size.
+        max_images: evaluate on the first this many test images only.
+        calibration_batches: training batches for a ReLU model's thresholds.
+        out: folder for ``sweep.json`` and ``sweep.png`` (none when None).
+
+    Returns:
+        ``{"ann_acc", "rows": [{"T", "acc", "gap_points", "sparsity"}], "convert_s", "eval_s",
+        ...}``.
+    """
+    device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
+                          "cpu" if device == "auto" else device)
+    target = target or ("gpu" if device.type == "cuda" else "cpu")
+    config = TrainConfig(**load_checkpoint(checkpoint)["config"])
+    if config.spiking:
+        raise ValueError(f"{checkpoint} holds an SNN ({config.model}); convert takes an ANN")
+    ann = load_trained(checkpoint, device)
+    images, labels = load_cifar10("test", config.data if data is None else data,
+                                  progress=progress)
+    if max_images is not None:
+        images, labels = images[:max_images], labels[:max_images]
+    test = BatchLoader(images, labels, batch_size, train=False, device=device)
+    started = time.perf_counter()
+    ann_acc = evaluate(ann, test, progress=progress)
+    ann_s = time.perf_counter() - started
+
+    calibration = None
+    if config.qcfs_levels is None:
+        train_images, train_labels = load_cifar10(
+            "train", config.data if data is None else data, progress=progress)
+        calibration = BatchLoader(train_images, train_labels, batch_size, train=False,
+                                  device=device)
+    started = time.perf_counter()
+    snn = convert(ann, calibration, timesteps=max(timesteps), device=device, progress=progress)
+    compile(snn, target)
+    convert_s = time.perf_counter() - started
+    started = time.perf_counter()
+    sweep = evaluate_timesteps(snn, test, timesteps, progress=progress)
+    eval_s = time.perf_counter() - started
+    results = {
+        "checkpoint": str(checkpoint),
+        "model": config.model,
+        "width": config.width,
+        "qcfs_levels": config.qcfs_levels,
+        "images": len(labels),
+        "device": str(device),
+        "target": target,
+        "ann_acc": ann_acc,
+        "ann_eval_s": ann_s,
+        "convert_s": convert_s,
+        "eval_s": eval_s,
+        "rows": [
+            {"T": t, "acc": row["acc"], "gap_points": 100 * (ann_acc - row["acc"]),
+             "sparsity": row["sparsity"]}
+            for t, row in sorted(sweep.items())
+        ],
+    }
+    if out is not None:
+        out = Path(out)
+        save_json(results, out / "sweep.json")
+        _plot(results, out / "sweep.png")
+    return results
+
+
+def format_sweep(results: dict) -> str:
+    """The sweep as a markdown table."""
+    lines = [
+        f"{results['model']} (width {results['width']}, QCFS L = {results['qcfs_levels']}), "
+        f"{results['images']} test images, ANN accuracy {100 * results['ann_acc']:.2f}%; "
+        f"conversion {results['convert_s']:.1f} s, T sweep {results['eval_s']:.1f} s "
+        f"({results['target']})",
+        "",
+        "| T | SNN accuracy | gap (points) | sparsity |",
+        "|--:|--:|--:|--:|",
+    ]
+    for row in results["rows"]:
+        lines.append(f"| {row['T']} | {100 * row['acc']:.2f}% | {row['gap_points']:.2f} | "
+                     f"{100 * row['sparsity']:.2f}% |")
+    return "\n".join(lines) + "\n"
+
+
+def _plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [row["T"] for row in results["rows"]]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(steps, [100 * row["acc"] for row in results["rows"]], "o-", label="SNN")
+    ax.axhline(100 * results["ann_acc"], color="gray", linestyle="--", label="ANN")
+    ax.set_xscale("log", base=2)
+    ax.set(xlabel="time steps T", ylabel="test accuracy (%)",
+           title=f"{results['model']} converted: accuracy vs T")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
