@@ -80,3 +80,17 @@ def test_bench_quick_writes_its_report(suite):
     report = Path(__file__).parents[1] / "bench" / "results" / name
     rows = json.loads(report.read_text())["rows"]
     assert rows and all(row["median_s"] > 0 for row in rows)
+
+
+def test_setup_lists_every_package():
+    """A package missing from setup.py's list is silently left out of a (non-editable) install."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    call = next(node for node in ast.walk(ast.parse((root / "setup.py").read_text()))
+                if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "setup")
+    listed = ast.literal_eval(next(k.value for k in call.keywords if k.arg == "packages"))
+    inits = root.glob("neuro_emu/**/__init__.py")
+    found = {".".join(p.parent.relative_to(root).parts) for p in inits}
+    assert found <= set(listed), sorted(found - set(listed))
