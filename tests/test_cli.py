@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from neuro_emu.benchmarks import SUITES
 from neuro_emu.cli import main
 
 
@@ -64,7 +65,7 @@ def test_console_script_help():
     assert "conform" in result.stdout and "bench" in result.stdout
 
 
-@pytest.mark.parametrize("suite", ["neurons", "sparse_conv", "loihi"])
+@pytest.mark.parametrize("suite", SUITES)
 def test_bench_quick_writes_its_report(suite):
     """The benchmark suites run end to end on small shapes (their timings are not checked)."""
     from pathlib import Path

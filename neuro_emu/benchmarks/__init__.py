@@ -23,7 +23,7 @@ import neuro_emu
 if TYPE_CHECKING:
     import torch
 
-SUITES: tuple[str, ...] = ("neurons", "sparse_conv", "loihi")
+SUITES: tuple[str, ...] = ("neurons", "sparse_conv", "loihi", "train_step")
 QUICK_ENV = "NEURO_EMU_BENCH_QUICK"  # "1": small shapes, for smoke tests and CI
 
 
