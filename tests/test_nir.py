@@ -159,8 +159,7 @@ def test_round_trip_is_exact(model_name, backend, image, tmp_path):
 def test_round_trip_of_the_converters_output(per_channel, tmp_path):
     """neuro_emu.convert's SNN (IF neurons between Scale(lambda) modules) round trips exactly, and
     its Scale modules come back as they were."""
-    convert = pytest.importorskip("neuro_emu.convert",
-                                  reason="the ANN->SNN converter is not in this checkout")
+    from neuro_emu import convert
     from neuro_emu.models import build_model
 
     torch.manual_seed(0)

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from neuro_emu.convert.batchnorm import fold_graph
 from neuro_emu.convert.qcfs import (
     ACTIVATION_FUNCTIONS,
     ACTIVATIONS,
@@ -65,46 +66,12 @@ def _check_convertible(gm: fx.GraphModule) -> None:
             raise TypeError(f"cannot convert the method call {node.name!r} (.{node.target})")
 
 
-def _fused(layer: nn.Module, bn: nn.modules.batchnorm._BatchNorm) -> nn.Module:
-    """A copy of ``layer`` (Conv2d or Linear) with the eval-mode ``bn`` after it folded in:
-    ``w' = w * gamma / sqrt(var + eps)``, ``b' = (b - mean) * gamma / sqrt(var + eps) + beta``."""
-    fused = copy.deepcopy(layer)
-    scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
-    shape = (-1,) + (1,) * (layer.weight.dim() - 1)
-    fused.weight = nn.Parameter(layer.weight.detach() * scale.view(shape))
-    bias = layer.bias.detach() if layer.bias is not None else torch.zeros_like(bn.running_mean)
-    fused.bias = nn.Parameter((bias - bn.running_mean) * scale + bn.bias.detach())
-    return fused
-
-
 def fold_batchnorm(model: nn.Module) -> fx.GraphModule:
     """A traced copy of ``model`` with every BatchNorm that directly follows a Conv2d or Linear
-    (and is that layer's only user) folded into it, with its running statistics (eval mode).
-    Other BatchNorms stay, as the per-channel affine maps they are in eval mode."""
-    gm = copy.deepcopy(trace(model))
-    modules = dict(gm.named_modules())
-    for node in list(gm.graph.nodes):
-        if node.op != "call_module" or not isinstance(
-            modules[node.target], (nn.BatchNorm1d, nn.BatchNorm2d)
-        ):
-            continue
-        source = node.args[0]
-        if not (isinstance(source, fx.Node) and source.op == "call_module"
-                and isinstance(modules[source.target], (nn.Conv2d, nn.Linear))
-                and len(source.users) == 1):
-            continue
-        bn = modules[node.target]
-        if not bn.track_running_stats or bn.running_mean is None:
-            raise ValueError(f"BatchNorm {node.target!r} has no running statistics to fold")
-        parent, _, name = source.target.rpartition(".")
-        setattr(gm.get_submodule(parent) if parent else gm, name,
-                _fused(modules[source.target], bn))
-        node.replace_all_uses_with(source)
-        gm.graph.erase_node(node)
-    gm.graph.lint()
-    gm.delete_all_unused_submodules()
-    gm.recompile()
-    return gm
+    (and is that layer's only user) folded into it, with its running statistics (eval mode; see
+    :func:`neuro_emu.convert.batchnorm.fold_into`). Other BatchNorms stay, as the per-channel
+    affine maps they are in eval mode."""
+    return fold_graph(copy.deepcopy(trace(model)), lambda node, reason: None)
 
 
 @torch.no_grad()

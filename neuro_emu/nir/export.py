@@ -53,7 +53,6 @@ Scale -> themselves.
 from __future__ import annotations
 
 import copy
-import importlib
 import json
 import math
 import operator
@@ -67,14 +66,15 @@ import torch
 import torch.fx as fx
 from torch import nn
 
+from neuro_emu.convert.batchnorm import fold_graph
 from neuro_emu.layers import IF, LIF, SpikingNetwork
+from neuro_emu.layers import Scale as ConverterScale
 from neuro_emu.nir.modules import LEAF_MODULES, NEURON_MODULES, CubaLIF, GainLIF, Scale, SumPool2d
 from neuro_emu.ops.surrogate import as_float32
 
 META_KEY = "neuro_emu"  # node and graph metadata: one JSON string each, read back by from_nir
 FORMAT_VERSION = 1
 _PASS_THROUGH = (nn.Identity, nn.Dropout)
-_FOLDABLE = (nn.Conv1d, nn.Conv2d, nn.Linear)
 _ADDS = (operator.add, torch.add)
 _MULS = (operator.mul, torch.mul)
 _RESET_NOTES = {
@@ -103,19 +103,12 @@ def _at(node: fx.Node) -> str:
     return f"node {_node_name(node)!r}"
 
 
-def _converter_scale() -> type | None:
-    """``neuro_emu.layers.Scale``, the constant factor the ANN->SNN converter puts after its IF
-    neurons (``x * factor``, a scalar or one per channel), where this version has it."""
-    return getattr(importlib.import_module("neuro_emu.layers"), "Scale", None)
-
-
 class _Tracer(fx.Tracer):
     """torch.fx tracing with neurons (and our NIR modules, and the converter's Scale) as leaves:
     the neurons loop over time, which fx must not unroll, and a leaf maps to one NIR node."""
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        scale = _converter_scale()
-        return (isinstance(m, LEAF_MODULES) or (scale is not None and isinstance(m, scale))
+        return (isinstance(m, (*LEAF_MODULES, ConverterScale))
                 or super().is_leaf_module(m, module_qualified_name))
 
 
@@ -135,69 +128,20 @@ def trace(body: nn.Module) -> fx.GraphModule:
     return fx.GraphModule(body, graph, type(body).__name__)
 
 
-def _fold_into(layer: nn.Module, bn: nn.modules.batchnorm._BatchNorm) -> nn.Module:
-    """A copy of ``layer`` computing ``bn(layer(x))`` in eval mode, in float64 and rounded once:
-    ``w' = w * s``, ``b' = (b - mean) * s + beta`` with ``s = gamma / sqrt(var + eps)``."""
-    weight = layer.weight.detach()
-    scale = torch.rsqrt(bn.running_var.detach().double() + bn.eps)
-    if bn.weight is not None:
-        scale = scale * bn.weight.detach().double()
-    shift = -bn.running_mean.detach().double()
-    if layer.bias is not None:
-        shift = shift + layer.bias.detach().double()
-    bias = shift * scale
-    if bn.bias is not None:
-        bias = bias + bn.bias.detach().double()
-    folded = copy.deepcopy(layer)
-    view = (-1,) + (1,) * (weight.dim() - 1)
-    folded.weight = nn.Parameter((weight.double() * scale.view(view)).to(weight.dtype),
-                                 requires_grad=layer.weight.requires_grad)
-    folded.bias = nn.Parameter(bias.to(weight.dtype), requires_grad=layer.weight.requires_grad)
-    return folded
-
-
 def _fold_graph(gm: fx.GraphModule) -> fx.GraphModule:
-    """Fold every BatchNorm node of ``gm`` (in place) into the conv/linear node before it."""
-    calls: dict[str, int] = {}
-    for node in gm.graph.nodes:
-        if node.op == "call_module":
-            calls[node.target] = calls.get(node.target, 0) + 1
-    for node in list(gm.graph.nodes):
-        if node.op != "call_module":
-            continue
-        bn = gm.get_submodule(node.target)
-        if not isinstance(bn, nn.modules.batchnorm._BatchNorm):
-            continue
-        if bn.running_mean is None or bn.running_var is None:
-            raise NIRExportError(
-                f"{_at(node)}: BatchNorm without running statistics "
-                "(track_running_stats=False) has no fixed affine map to fold"
-            )
-        source = node.args[0]
-        layer = gm.get_submodule(source.target) if source.op == "call_module" else None
-        if not isinstance(layer, _FOLDABLE) or len(source.users) != 1:
-            raise NIRExportError(
-                f"{_at(node)}: BatchNorm folds only into a Conv or Linear layer whose output it "
-                f"alone reads, and it follows {_node_name(source)!r}: NIR has no BatchNorm"
-            )
-        if calls[source.target] != 1:
-            raise NIRExportError(
-                f"{_at(node)}: BatchNorm after {_node_name(source)!r}, whose module "
-                f"{source.target!r} is called {calls[source.target]} times (shared weights "
-                "cannot take one call's BatchNorm)"
-            )
-        gm.add_submodule(source.target, _fold_into(layer, bn))
-        node.replace_all_uses_with(source)
-        gm.graph.erase_node(node)
-    gm.graph.lint()
-    gm.delete_all_unused_submodules()
-    gm.recompile()
-    return gm
+    """Fold every BatchNorm of ``gm`` (in place); one that cannot be is an error (NIR has no
+    BatchNorm)."""
+
+    def unfoldable(node: fx.Node, reason: str) -> None:
+        raise NIRExportError(f"{_at(node)}: {reason}: NIR has no BatchNorm")
+
+    return fold_graph(gm, unfoldable)
 
 
 def fold_batchnorm(model: SpikingNetwork) -> SpikingNetwork:
     """A copy of ``model`` whose body is a torch.fx GraphModule with every BatchNorm folded into
-    the Conv/Linear before it (eval-mode statistics; see :func:`_fold_into` for the formula).
+    the Conv/Linear before it (eval-mode statistics; the formula is
+    :func:`neuro_emu.convert.batchnorm.fold_into`'s).
 
     This is the network :func:`to_nir` writes: its outputs and :func:`neuro_emu.from_nir`'s are
     equal bit for bit. ``model`` is not changed.
@@ -433,7 +377,7 @@ class _Exporter:
                                      padding=np.array(module.padding))
         elif isinstance(module, Scale):
             nir_node = nir.Scale(scale=_numpy(module.scale))
-        elif _converter_scale() is not None and isinstance(module, _converter_scale()):
+        elif isinstance(module, ConverterScale):
             # Its factor broadcast to the node's shape: 1 * factor is exact.
             ones = torch.ones((1, *in_shape), dtype=module.factor.dtype)
             with torch.no_grad():

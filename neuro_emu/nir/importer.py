@@ -20,7 +20,6 @@ checked against the NIR fields, which win (with a warning) if a tool changed one
 
 from __future__ import annotations
 
-import importlib
 import json
 import math
 import operator
@@ -37,6 +36,7 @@ from nir.serialization import hdf2dict, try_byte_to_str
 from torch import nn
 
 from neuro_emu.layers import IF, LIF, SpikingNetwork
+from neuro_emu.layers import Scale as ConverterScale
 from neuro_emu.nir.export import FORMAT_VERSION, META_KEY
 from neuro_emu.nir.modules import CubaLIF, GainLIF, Scale, SumPool2d
 from neuro_emu.ops import BACKENDS
@@ -420,13 +420,12 @@ class _Builder:
 
 def _scale(node: nir.Scale, shape: tuple[int, ...], meta: dict) -> nn.Module:
     """NIR's Scale as our full-shape :class:`~neuro_emu.nir.modules.Scale`, or, for a graph from
-    a converted network, the converter's ``neuro_emu.layers.Scale`` again (when this version has
-    it and its factor gives the node's values exactly)."""
+    a converted network, the converter's ``neuro_emu.layers.Scale`` again (when its factor gives
+    the node's values exactly)."""
     scale = _tensor(node.scale)
-    converter_scale = getattr(importlib.import_module("neuro_emu.layers"), "Scale", None)
-    if meta.get("torch") == "neuro_emu.layers.Scale" and converter_scale is not None:
+    if meta.get("torch") == "neuro_emu.layers.Scale":
         try:
-            module = converter_scale(torch.tensor(meta["factor"], dtype=torch.float32))
+            module = ConverterScale(torch.tensor(meta["factor"], dtype=torch.float32))
             with torch.no_grad():
                 same = torch.equal(module(torch.ones((1, *shape)))[0], scale.expand(shape))
         except (KeyError, TypeError, ValueError, RuntimeError):
