@@ -100,7 +100,25 @@ def cmd_demo(args: argparse.Namespace) -> int:
     for suite, quick, title in sections:
         print(f"\n-- {title} --")
         statuses.append(cmd_bench(argparse.Namespace(suite=suite, quick=quick, pytest_args=[])))
+    statuses.append(_demo_train_and_convert())
     return max(statuses)
+
+
+def _demo_train_and_convert() -> int:
+    """Sections 5 and 6 of the demo: SNN vs ANN training, then conversion, on the shipped subset
+    (3,000 training images: a smoke run of the workflows, not of their accuracy)."""
+    import tempfile
+
+    common = ["--width", "0.25", "--batch-size", "64", "--data", "subset"]
+    with tempfile.TemporaryDirectory(prefix="neuro-emu-demo-") as out:
+        print("\n-- 5. SNN-VGG vs ANN-VGG, 2 epochs each on the shipped CIFAR-10 subset --")
+        status = main(["train", "--model", "snn-vgg", "ann-vgg", "--epochs", "2", *common,
+                       "--out", f"{out}/vgg"])
+        print("\n-- 6. A QCFS ANN (2 epochs on the subset) converted to IF neurons, T sweep --")
+        status = max(status, main(["train", "--model", "ann-vgg", "--qcfs-levels", "4",
+                                   "--epochs", "2", *common, "--out", f"{out}/qcfs"]))
+        return max(status, main(["convert", "--checkpoint", f"{out}/qcfs/best.pt",
+                                 "--timesteps", "1", "2", "4", "8", "16", "32", "-q"]))
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -256,7 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
     conv.set_defaults(func=cmd_convert)
 
     demo = sub.add_parser(
-        "demo", help="neuron conformance and throughput, then quick sparse-conv and Loihi runs"
+        "demo", help="neuron conformance and throughput, quick sparse-conv and Loihi runs, then "
+        "training and conversion smoke runs on the shipped CIFAR-10 subset"
     )
     demo.add_argument("--quick", action="store_true", help="small neuron benchmark shapes too")
     demo.set_defaults(func=cmd_demo)
