@@ -162,7 +162,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         results = timestep_sweep(
             args.checkpoint, args.timesteps, data=args.data, device=args.device,
             target=args.target, batch_size=args.batch_size, max_images=args.max_images,
-            out=args.out, progress=not args.quiet,
+            out=args.out, sparse=args.sparse, progress=not args.quiet,
         )
     except (FileNotFoundError, RuntimeError, ValueError) as error:
         print(f"neuro-emu convert: error: {error}", file=sys.stderr)
@@ -270,6 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--max-images", type=int, default=None,
                       help="evaluate on the first N test images only")
     conv.add_argument("--out", default=None, help="folder for sweep.json and sweep.png")
+    conv.add_argument("--sparse", action="store_true",
+                      help="also time the largest T with spike-sparse convolutions")
     conv.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     conv.set_defaults(func=cmd_convert)
 

@@ -16,7 +16,7 @@ from neuro_emu.convert import (
     replace_activations,
 )
 from neuro_emu.data import BatchLoader, load_cifar10
-from neuro_emu.layers import IF, SpikingNetwork
+from neuro_emu.layers import IF, SpikingConv2d, SpikingNetwork
 from neuro_emu.models import build_model
 from neuro_emu.ops import available_backends
 from neuro_emu.train import TrainConfig, train
@@ -208,9 +208,23 @@ def test_convert_command_prints_the_sweep(trained_qcfs, request, tmp_path, capsy
 
     checkpoint = request.config.cache_checkpoint
     args = ["convert", "--checkpoint", str(checkpoint), "--timesteps", "2", "8", "--data",
-            "subset", "--max-images", "100", "--out", str(tmp_path), "-q"]
+            "subset", "--max-images", "100", "--out", str(tmp_path), "-q", "--sparse"]
     assert main(args) == 0
     printed = capsys.readouterr().out
-    assert "| 8 |" in printed and "ANN accuracy" in printed
+    assert "| 8 |" in printed and "ANN accuracy" in printed and "Spike-sparse" in printed
     assert (tmp_path / "sweep.json").is_file() and (tmp_path / "sweep.png").stat().st_size > 0
     assert main(["convert", "--checkpoint", str(tmp_path / "none.pt")]) == 2
+
+
+def test_sparsified_network_computes_the_same(trained_qcfs):
+    ann, loader = trained_qcfs
+    snn = neuro_emu.convert(ann, timesteps=8)
+    sparse = neuro_emu.convert.sparsify(snn)
+    layers = [m for m in sparse.modules() if isinstance(m, SpikingConv2d)]
+    assert len(layers) == 3  # the VGG convolutions right after a neuron (not after pooling)
+    images, _ = next(iter(loader))
+    with torch.no_grad():
+        dense_out, sparse_out = snn(images[:16]), sparse(images[:16])
+    assert all(layer.last_sparsity is not None for layer in layers)
+    # (w * lambda) . s against w . (lambda * s): float rounding apart
+    torch.testing.assert_close(sparse_out, dense_out, rtol=1e-4, atol=1e-4)

@@ -11,6 +11,7 @@ import types
 from neuro_emu.convert.api import compile, evaluate, evaluate_timesteps, measure_sparsity
 from neuro_emu.convert.convert import calibrate_thresholds, convert, fold_batchnorm
 from neuro_emu.convert.qcfs import QCFS, qcfs_model, replace_activations
+from neuro_emu.convert.sparse import sparsify
 
 __all__ = [
     "QCFS",
@@ -23,6 +24,7 @@ __all__ = [
     "measure_sparsity",
     "qcfs_model",
     "replace_activations",
+    "sparsify",
 ]
 
 

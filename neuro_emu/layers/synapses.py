@@ -49,12 +49,13 @@ def _time_batch_check(x: torch.Tensor, rank: int, layout: str) -> None:
 
 
 class SpikingConv2d(nn.Conv2d, _SparseWhenItPays):
-    """``nn.Conv2d`` over spikes ``x: [T, B, C, H, W] -> [T, B, O, OH, OW]``.
+    """``nn.Conv2d`` over spikes ``x: [T, B, C, H, W] -> [T, B, O, OH, OW]``, or with ``folded``
+    over ``[T * B, C, H, W]`` (time folded into the batch, as inside a SpikingNetwork).
 
     Args beyond ``nn.Conv2d``'s: ``backend`` for the sparse path ("auto", "numba", "triton"; or
     "dense" to never use it), ``sparse_threshold`` (sparsity from which the sparse path runs),
-    ``check`` (verify the input is binary; a pass over it). Padding must be numeric (no "same"),
-    padding_mode "zeros".
+    ``check`` (verify the input is binary; a pass over it), ``folded``. Padding must be numeric
+    (no "same"), padding_mode "zeros".
     """
 
     def __init__(
@@ -71,29 +72,31 @@ class SpikingConv2d(nn.Conv2d, _SparseWhenItPays):
         backend: SparseBackend = "auto",
         sparse_threshold: float = DEFAULT_SPARSE_THRESHOLD,
         check: bool = True,
+        folded: bool = False,
     ) -> None:
         if isinstance(padding, str):
             raise TypeError(f"padding must be an int or a pair of ints, got {padding!r}")
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups,
                          bias)
         self.backend, self.sparse_threshold, self.check = backend, sparse_threshold, check
+        self.folded = folded
         self.last_sparsity = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _time_batch_check(x, 5, "[T, B, C, H, W]")
-        steps, batch = x.shape[:2]
-        flat = x.reshape(steps * batch, *x.shape[2:])
+        _time_batch_check(x, 4 if self.folded else 5,
+                          "[T * B, C, H, W]" if self.folded else "[T, B, C, H, W]")
+        flat = x if self.folded else x.flatten(0, 1)
         if self._use_sparse(flat, 4):
             out = spike_conv2d(flat, self.weight, self.bias, self.stride, self.padding,
                                self.dilation, self.groups, backend=self.backend, check=False)
         else:
             out = super().forward(flat)
-        return out.reshape(steps, batch, *out.shape[1:])
+        return out if self.folded else out.unflatten(0, x.shape[:2])
 
 
 class SpikingLinear(nn.Linear, _SparseWhenItPays):
-    """``nn.Linear`` over spikes ``x: [T, B, F] -> [T, B, O]``; arguments as
-    :class:`SpikingConv2d`."""
+    """``nn.Linear`` over spikes ``x: [T, B, F] -> [T, B, O]`` (``[T * B, F]`` with ``folded``);
+    arguments as :class:`SpikingConv2d`."""
 
     def __init__(
         self,
@@ -104,9 +107,11 @@ class SpikingLinear(nn.Linear, _SparseWhenItPays):
         backend: SparseBackend = "auto",
         sparse_threshold: float = DEFAULT_SPARSE_THRESHOLD,
         check: bool = True,
+        folded: bool = False,
     ) -> None:
         super().__init__(in_features, out_features, bias)
         self.backend, self.sparse_threshold, self.check = backend, sparse_threshold, check
+        self.folded = folded
         self.last_sparsity = None
         self._weight_t: tuple[tuple, torch.Tensor] | None = None  # (weight version key, copy)
 
@@ -120,12 +125,11 @@ class SpikingLinear(nn.Linear, _SparseWhenItPays):
         return self._weight_t[1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _time_batch_check(x, 3, "[T, B, F]")
-        steps, batch = x.shape[:2]
-        flat = x.reshape(steps * batch, x.shape[2])
+        _time_batch_check(x, 2 if self.folded else 3, "[T * B, F]" if self.folded else "[T, B, F]")
+        flat = x if self.folded else x.flatten(0, 1)
         if self._use_sparse(flat, 2):
             out = spike_linear(flat, self.weight, self.bias, backend=self.backend, check=False,
                                weight_t=self._kernel_weight())
         else:
             out = super().forward(flat)
-        return out.reshape(steps, batch, -1)
+        return out if self.folded else out.unflatten(0, x.shape[:2])
