@@ -46,6 +46,7 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+
 from neuro_emu.kernels.launch import device_of
 
 # Elements per program (events x output channels): 1024 lanes x 4 warps is Triton's usual choice
@@ -133,22 +134,24 @@ def _events(spikes: torch.Tensor, out: torch.Tensor) -> torch.Tensor | None:
 
 
 def spike_conv2d(
-    spikes: torch.Tensor, weight_t: torch.Tensor, out: torch.Tensor, stride: tuple[int, int],
-    padding: tuple[int, int], dilation: tuple[int, int], groups: int,
+    spikes: torch.Tensor, weight_t: torch.Tensor, out: torch.Tensor, init: torch.Tensor,
+    stride: tuple[int, int], padding: tuple[int, int], dilation: tuple[int, int], groups: int,
 ) -> None:
-    """Accumulate ``conv2d(spikes, weight)`` into ``out`` in place, with adds only.
+    """Write ``init + conv2d(spikes, weight)`` into ``out``, with adds only.
 
     spikes: [N, C, H, W] binary, any dtype. weight_t: [C, KH, KW, OG] contiguous, float32 or
     int8: the conv weight [O, C/groups, KH, KW] with input channel c (group g = c // (C/groups))
     at offset (ky, kx) contributing weight_t[c, ky, kx, :] to channels g*OG .. g*OG+OG-1.
     out: [N, OH, OW, groups, OG] contiguous, float32 (float32 weights) or int32 (int8 weights),
-    holding the bias or zeros. For every spike (n, c, y, x) and (ky, kx) with
+    overwritten; init: [groups, OG], the bias or zeros, which every output starts from. For every
+    spike (n, c, y, x) and (ky, kx) with
     oy = (y + ph - ky*dh) / sh, ox = (x + pw - kx*dw) / sw integral and inside [0, OH) x [0, OW):
     out[n, oy, ox, g, :] += weight_t[c, ky, kx, :]. Float order: see the module docstring.
     """
     _, channels, height, width = spikes.shape
     _, kh, kw, og = weight_t.shape
     _, oh, ow, _, _ = out.shape
+    out.copy_(init.expand(out.shape))
     events = _events(spikes, out)
     if events is None:
         return
@@ -164,14 +167,17 @@ def spike_conv2d(
         )
 
 
-def spike_linear(spikes: torch.Tensor, weight_t: torch.Tensor, out: torch.Tensor) -> None:
-    """Accumulate ``linear(spikes, weight)`` into ``out`` in place, with adds only.
+def spike_linear(spikes: torch.Tensor, weight_t: torch.Tensor, out: torch.Tensor,
+                 init: torch.Tensor) -> None:
+    """Write ``init + linear(spikes, weight)`` into ``out``, with adds only.
 
     spikes: [N, F] binary, any dtype. weight_t: [F, O] contiguous, float32 or int8 (the Linear
-    weight transposed). out: [N, O] contiguous, float32 or int32, holding the bias or zeros:
-    out[n, :] += weight_t[i, :] for every spike (n, i). Float order: see the module docstring.
+    weight transposed). out: [N, O] contiguous, float32 or int32, overwritten, starting from
+    init: [O], the bias or zeros; out[n, :] += weight_t[i, :] for every spike (n, i). Float
+    order: see the module docstring.
     """
     features, width = weight_t.shape
+    out.copy_(init.expand(out.shape))
     events = _events(spikes, out)
     if events is None:
         return

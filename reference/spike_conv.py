@@ -74,10 +74,11 @@ def _add_spike_runs(out_flat, runs_flat, out_row_of, run_ox, run_kx, run_len, n,
 
 
 @numba.njit(parallel=True, cache=True)
-def _conv2d_scatter(spikes, weight_t, out, out_row_of, out_col_of, height, width, out_h, out_w,
-                    groups, runs):
+def _conv2d_scatter(spikes, weight_t, out, init, out_row_of, out_col_of, height, width, out_h,
+                    out_w, groups, runs):
     """spikes: [N, C * H * W] uint8 0/1, or float32 0.0/1.0 as int32 bit patterns;
-    weight_t: [C * KH * KW, OG]; out: [N * OH * OW * groups, OG];
+    weight_t: [C * KH * KW, OG]; out: [N * OH * OW * groups, OG], overwritten; init: [groups, OG],
+    written into each sample's rows just before its spikes are scattered there (still in cache);
     out_row_of: [H, KH] output row that input row y reaches through kernel row ky, or -1
     (out_col_of likewise for columns): tables instead of a division by the stride per spike.
 
@@ -88,7 +89,13 @@ def _conv2d_scatter(spikes, weight_t, out, out_row_of, out_col_of, height, width
     group_in = length // plane // groups
     per_word = 8 // spikes.itemsize
     whole = length - length % per_word
+    rows_per_sample = out_h * out_w * groups
     for n in numba.prange(n_samples):
+        for r in range(n * rows_per_sample, (n + 1) * rows_per_sample):
+            start = init[r % groups]
+            o_row = out[r]
+            for o in range(o_row.shape[0]):
+                o_row[o] = start[o]
         row = spikes[n]
         words = row[:whole].view(np.uint64)
         for w in range(words.shape[0]):
@@ -128,10 +135,12 @@ def _reach(size: int, out_size: int, kernel: int, stride: int, pad: int, dil: in
 
 
 @numba.njit(parallel=True, cache=True)
-def _linear_scatter(spikes, weight_t, out):
+def _linear_scatter(spikes, weight_t, out, init):
     n_samples, features = spikes.shape
     for n in numba.prange(n_samples):
         o_row = out[n]  # [out_features]
+        for o in range(o_row.shape[0]):
+            o_row[o] = init[o]
         row = spikes[n]
         for i in range(features):
             if _is_spike(row[i], spikes.itemsize):
@@ -144,15 +153,17 @@ def spike_conv2d(
     spikes: torch.Tensor,
     weight_t: torch.Tensor,
     out: torch.Tensor,
+    init: torch.Tensor,
     stride: tuple[int, int],
     padding: tuple[int, int],
     dilation: tuple[int, int],
     groups: int,
 ) -> None:
-    """Accumulate the convolution of ``spikes`` into ``out`` in place.
+    """Write ``init`` + the convolution of ``spikes`` into ``out``.
 
     spikes: [N, C, H, W] binary, any dtype; weight_t: [C, KH, KW, O // groups] float32 or int8;
-    out: [N, OH, OW, groups, O // groups] float32 or int32, holding the bias or zeros.
+    out: [N, OH, OW, groups, O // groups] float32 or int32, overwritten; init: [groups,
+    O // groups], the bias or zeros.
     """
     n, _, height, width = spikes.shape
     _, kernel_h, kernel_w, group_out = weight_t.shape
@@ -173,6 +184,7 @@ def spike_conv2d(
         _spike_words(spikes).reshape(n, -1),
         weight_t.view(-1, group_out).numpy(),
         out.view(-1, group_out).numpy(),
+        init.numpy(),
         _reach(height, out_h, kernel_h, stride[0], padding[0], dilation[0]),
         out_col_of,
         height,
@@ -184,9 +196,11 @@ def spike_conv2d(
     )
 
 
-def spike_linear(spikes: torch.Tensor, weight_t: torch.Tensor, out: torch.Tensor) -> None:
-    """spikes: [N, F] binary; weight_t: [F, O]; out: [N, O] holding the bias or zeros."""
-    _linear_scatter(_spike_words(spikes), weight_t.numpy(), out.numpy())
+def spike_linear(spikes: torch.Tensor, weight_t: torch.Tensor, out: torch.Tensor,
+                 init: torch.Tensor) -> None:
+    """spikes: [N, F] binary; weight_t: [F, O]; out: [N, O], overwritten; init: [O], the bias or
+    zeros each output row starts from."""
+    _linear_scatter(_spike_words(spikes), weight_t.numpy(), out.numpy(), init.numpy())
 
 
 def _spike_words(spikes: torch.Tensor) -> np.ndarray:

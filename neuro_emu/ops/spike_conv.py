@@ -121,14 +121,21 @@ def _resolve(backend: str, spikes: torch.Tensor) -> str:
     return backend
 
 
-def _accumulator(shape: tuple[int, ...], mode: str, bias, device) -> torch.Tensor:
-    """The output buffer, holding ``bias`` (shaped to broadcast over ``shape``) or zeros."""
+def _accumulator(shape: tuple[int, ...], mode: str, bias, device) -> tuple[torch.Tensor,
+                                                                          torch.Tensor]:
+    """The (uninitialised) output buffer and the row it starts from: ``bias`` shaped as the
+    buffer's trailing dimensions, or zeros. The kernels initialise each sample's output right
+    before scattering into it, while it is in cache (a separate fill pass costs a trip to memory
+    over the whole output)."""
     dtype = torch.int32 if mode == "int" else torch.float32
     if device.type == "cpu":
         out = CACHE.empty(shape, dtype)
     else:
         out = torch.empty(shape, dtype=dtype, device=device)
-    return out.fill_(0) if bias is None else out.copy_(bias.to(dtype).expand(shape))
+    trailing = shape[-2:] if len(shape) == 5 else shape[-1:]
+    init = (torch.zeros(trailing, dtype=dtype, device=device) if bias is None
+            else bias.to(dtype).reshape(trailing).contiguous())
+    return out, init
 
 
 def spike_conv2d(
@@ -197,9 +204,9 @@ def spike_conv2d(
         .contiguous()
     )
     bias = None if bias is None else bias.view(groups, group_out)
-    out = _accumulator((n, out_h, out_w, groups, group_out), mode, bias, spikes.device)
+    out, init = _accumulator((n, out_h, out_w, groups, group_out), mode, bias, spikes.device)
     kernel = importlib.import_module(_KERNEL_MODULES[backend])
-    kernel.spike_conv2d(spikes, weight_t, out, stride, padding, dilation, groups)
+    kernel.spike_conv2d(spikes, weight_t, out, init, stride, padding, dilation, groups)
     return out.view(n, out_h, out_w, out_channels).permute(0, 3, 1, 2)
 
 
@@ -226,9 +233,9 @@ def spike_linear(
         return _dense(F.linear, spikes, weight, bias, mode)
     if weight_t is None:
         weight_t = transposed_weight(weight)
-    out = _accumulator((spikes.shape[0], weight.shape[0]), mode, bias, spikes.device)
+    out, init = _accumulator((spikes.shape[0], weight.shape[0]), mode, bias, spikes.device)
     kernel = importlib.import_module(_KERNEL_MODULES[backend])
-    kernel.spike_linear(spikes, weight_t, out)
+    kernel.spike_linear(spikes, weight_t, out, init)
     return out
 
 
