@@ -395,8 +395,10 @@ def multistep_lif(
     if backend == "torch":
         spikes, v_final = multistep_lif_torch(x, v_init, p)
     else:
+        # Contiguous here, before autograd saves x: the backward then reuses this copy instead
+        # of making its own (a strided x would otherwise be copied twice per training step).
         spikes, v_final = torch.ops.neuro_emu.multistep_lif_fwd(
-            x,
+            x.contiguous(),
             v_init,
             p.beta,
             p.v_th,
