@@ -228,3 +228,42 @@ def test_sparsified_network_computes_the_same(trained_qcfs):
     assert all(layer.last_sparsity is not None for layer in layers)
     # (w * lambda) . s against w . (lambda * s): float rounding apart
     torch.testing.assert_close(sparse_out, dense_out, rtol=1e-4, atol=1e-4)
+
+
+class _UserBlock(nn.Module):
+    """A residual block as tutorials write it: functional relu, in-place ReLU, `out += x`."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(channels)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(channels)
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x):
+        out = torch.nn.functional.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        out += x
+        return self.act(out)
+
+
+def test_tutorial_style_code_runs_unchanged():
+    """convert / compile / evaluate / measure_sparsity / a T sweep, as the published tutorial
+    calls them, on a torch DataLoader and a user-written residual model."""
+    torch.manual_seed(5)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), _UserBlock(8),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10)).eval()
+    data = torch.utils.data.TensorDataset(torch.randn(16, 3, 8, 8), torch.randint(0, 10, (16,)))
+    loader = torch.utils.data.DataLoader(data, batch_size=8)
+    device = torch.device("cpu")
+    ann_acc = neuro_emu.evaluate(model, loader, device=device)
+    results = {}
+    for steps in (4, 16):
+        snn = neuro_emu.convert(model, loader, timesteps=steps, device=device, progress=False)
+        snn = neuro_emu.compile(snn, target="cpu")
+        results[steps] = (neuro_emu.evaluate(snn, loader, device=device),
+                          neuro_emu.measure_sparsity(snn, loader, device=device))
+    assert 0.0 <= ann_acc <= 1.0
+    assert all(0.0 <= acc <= 1.0 and 0.0 <= sparsity <= 1.0 for acc, sparsity in results.values())
+    assert len(list(snn.neurons())) == 3  # the stem, and two call sites in the block
