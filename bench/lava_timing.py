@@ -62,6 +62,10 @@ SHAPES: list[tuple[int, int, int]] = [  # (n_in, n_out, T)
     (256, 256, 1000),
     (1024, 1024, 100),
     (4096, 1024, 50),
+    # The issue's network sizes: 1k, 100k and 1M neurons, Dense fan-in 256, 10% input activity.
+    (256, 1_000, 100),
+    (256, 100_000, 100),
+    (256, 1_000_000, 20),
 ]
 QUICK_SHAPES: list[tuple[int, int, int]] = SHAPES[:1]
 SEED = 0
@@ -174,16 +178,27 @@ def time_shape(n_in: int, n_out: int, steps: int, repeats: int) -> dict:
     return row
 
 
+def _shape(text: str) -> tuple[int, int, int]:
+    try:
+        n_in, n_out, steps = (int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected N_IN,N_OUT,T, got {text!r}") from None
+    return n_in, n_out, steps
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     default = Path(__file__).resolve().parent / "results" / f"lava-timing-{cpu_label()}.json"
     parser.add_argument("out", nargs="?", type=Path, default=default, help=f"default: {default}")
     parser.add_argument("--repeats", type=int, default=REPEATS, help="fresh networks per shape")
     parser.add_argument("--quick", action="store_true", help="the smallest shape only")
+    parser.add_argument("--shapes", nargs="+", metavar="N_IN,N_OUT,T", type=_shape,
+                        help="time these shapes only and merge them into the out file's rows")
     args = parser.parse_args(argv)
 
+    shapes = args.shapes or (QUICK_SHAPES if args.quick else SHAPES)
     rows = []
-    for n_in, n_out, steps in QUICK_SHAPES if args.quick else SHAPES:
+    for n_in, n_out, steps in shapes:
         started = time.perf_counter()
         row = time_shape(n_in, n_out, steps, args.repeats)
         rows.append(row)
@@ -215,6 +230,12 @@ def main(argv: list[str] | None = None) -> int:
         },
         "rows": rows,
     }
+    if args.shapes and args.out.is_file():  # keep the other shapes' rows, replace these
+        timed = {(r["n_in"], r["n_out"], r["T"]) for r in rows}
+        kept = [r for r in json.loads(args.out.read_text())["rows"]
+                if (r["n_in"], r["n_out"], r["T"]) not in timed]
+        report["rows"] = sorted(kept + rows, key=lambda r: SHAPES.index(
+            (r["n_in"], r["n_out"], r["T"])) if (r["n_in"], r["n_out"], r["T"]) in SHAPES else 99)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(args.out)

@@ -42,6 +42,10 @@ SHAPES: list[tuple[int, int, int]] = [  # (n_in, n_out, T)
     (256, 256, 1000),
     (1024, 1024, 100),
     (4096, 1024, 50),
+    # The network sizes: 1k, 100k and 1M neurons, Dense fan-in 256, 10% input activity.
+    (256, 1_000, 100),
+    (256, 100_000, 100),
+    (256, 1_000_000, 20),
 ]
 QUICK_SHAPES: list[tuple[int, int, int]] = SHAPES[:1]
 SEED = 0
