@@ -13,6 +13,7 @@ from neuro_emu.convert.convert import convert
 from neuro_emu.convert.sparse import sparsify
 from neuro_emu.data import BatchLoader, load_cifar10
 from neuro_emu.train.checkpoint import load_checkpoint, save_json
+from neuro_emu.train.report import finish_plot
 from neuro_emu.train.trainer import TrainConfig, load_trained
 
 
@@ -151,8 +152,4 @@ def _plot(results: dict, path: Path) -> None:
     ax.set_xscale("log", base=2)
     ax.set(xlabel="time steps T", ylabel="test accuracy (%)",
            title=f"{results['model']} converted: accuracy vs T")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    finish_plot(fig, ax, path)

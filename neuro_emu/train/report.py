@@ -122,11 +122,7 @@ def _plots(histories: list[dict], snn: dict, out: Path) -> None:
         ax.plot(epochs, [100 * e["test_acc"] for e in history["epochs"]],
                 label=history["config"]["model"])
     ax.set(xlabel="epoch", ylabel="test accuracy (%)", title="CIFAR-10 test accuracy")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "accuracy.png", dpi=120)
-    plt.close(fig)
+    finish_plot(fig, ax, out / "accuracy.png")
 
     spiking = next(h for h in histories if h["epochs"][0]["test_spike_rate"] is not None)
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -134,11 +130,7 @@ def _plots(histories: list[dict], snn: dict, out: Path) -> None:
     for split in ("train", "test"):
         ax.plot(epochs, [e[f"{split}_spike_rate"] for e in spiking["epochs"]], label=split)
     ax.set(xlabel="epoch", ylabel="spike rate", title="SNN spike rate per epoch")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "spike_rate.png", dpi=120)
-    plt.close(fig)
+    finish_plot(fig, ax, out / "spike_rate.png")
 
     fig, ax = plt.subplots(figsize=(7, 4))
     names = list(snn["layer_rates"])
@@ -146,7 +138,16 @@ def _plots(histories: list[dict], snn: dict, out: Path) -> None:
     ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
     ax.set(ylabel="spike rate (test)",
            title=f"SNN spike rate per layer (epoch {snn['best_epoch']})")
-    ax.grid(alpha=0.3, axis="y")
+    finish_plot(fig, ax, out / "layer_rates.png", legend=False)
+
+
+def finish_plot(fig, ax, path: Path, legend: bool = True) -> None:
+    """Grid, legend, tight layout, save as PNG at ``path`` and close: every report plot's end."""
+    import matplotlib.pyplot as plt
+
+    ax.grid(alpha=0.3)
+    if legend:
+        ax.legend()
     fig.tight_layout()
-    fig.savefig(out / "layer_rates.png", dpi=120)
+    fig.savefig(path, dpi=120)
     plt.close(fig)
