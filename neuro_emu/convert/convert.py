@@ -25,6 +25,7 @@ from neuro_emu.convert.qcfs import (
     ACTIVATION_FUNCTIONS,
     ACTIVATIONS,
     QCFS,
+    is_activation,
     replace_activations,
     trace,
 )
@@ -84,10 +85,12 @@ def calibrate_thresholds(model: nn.Module, loader: Iterable, device: torch.devic
     gm = copy.deepcopy(trace(model)).to(device).eval()
     samples: dict[str, list[torch.Tensor]] = {}
 
+    modules = dict(gm.named_modules())
+
     class _Probe(fx.Interpreter):
         def run_node(self, node):
             out = super().run_node(node)
-            if _is_activation(node, dict(gm.named_modules())):
+            if is_activation(node, modules):
                 flat = out.detach().float().transpose(0, 1).reshape(out.shape[1], -1)
                 if not per_channel:
                     flat = flat.reshape(1, -1)
@@ -112,12 +115,6 @@ def calibrate_thresholds(model: nn.Module, loader: Iterable, device: torch.devic
         return qcfs
 
     return replace_activations(gm, make)
-
-
-def _is_activation(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
-    if node.op == "call_module":
-        return isinstance(modules.get(node.target), ACTIVATIONS)
-    return node.op == "call_function" and node.target in ACTIVATION_FUNCTIONS
 
 
 def _to_if(gm: fx.GraphModule, backend: str) -> fx.GraphModule:
@@ -206,7 +203,7 @@ def convert(
     gm = copy.deepcopy(trace(model)).to(device).eval()
     _check_convertible(gm)
     modules = dict(gm.named_modules())
-    has_relu = any(_is_activation(node, modules) for node in gm.graph.nodes)
+    has_relu = any(is_activation(node, modules) for node in gm.graph.nodes)
     if has_relu:
         if cal_loader is None:
             raise ValueError(

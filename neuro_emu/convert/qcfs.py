@@ -84,9 +84,16 @@ def trace(model: nn.Module) -> fx.GraphModule:
         ) from error
 
 
+def is_activation(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
+    """Whether ``node`` is a ReLU call site: a ReLU module (``modules``: the graph's
+    ``named_modules()``) or ``F.relu`` / ``torch.relu``."""
+    if node.op == "call_module":
+        return isinstance(modules.get(node.target), ACTIVATIONS)
+    return node.op == "call_function" and node.target in ACTIVATION_FUNCTIONS
+
+
 def replace_activations(
-    model: nn.Module, make: Callable[[str, fx.Node], nn.Module], kinds=ACTIVATIONS,
-    functions=ACTIVATION_FUNCTIONS,
+    model: nn.Module, make: Callable[[str, fx.Node], nn.Module]
 ) -> fx.GraphModule:
     """Trace ``model`` and give every ReLU call site (module or functional) its own module,
     ``make(name, node)``, inserted under a fresh name. A ReLU module called at two sites (as in a
@@ -96,11 +103,9 @@ def replace_activations(
     modules = dict(gm.named_modules())
     count = 0
     for node in list(gm.graph.nodes):
-        is_module = node.op == "call_module" and isinstance(modules.get(node.target), kinds)
-        is_function = node.op == "call_function" and node.target in functions
-        if not (is_module or is_function):
+        if not is_activation(node, modules):
             continue
-        base = node.target if is_module else f"relu_{count}"
+        base = node.target if node.op == "call_module" else f"relu_{count}"
         name = f"{base.replace('.', '_')}_site{count}"
         count += 1
         gm.add_submodule(name, make(name, node))
@@ -153,12 +158,10 @@ class _Recorder(fx.Interpreter):
     def __init__(self, gm: fx.GraphModule, found: dict[str, int]):
         super().__init__(gm)
         self.found = found
-        self.kinds = dict(gm.named_modules())
+        self.modules = dict(gm.named_modules())
 
     def run_node(self, node: fx.Node):
         out = super().run_node(node)
-        is_module = node.op == "call_module" and isinstance(self.kinds.get(node.target),
-                                                           ACTIVATIONS)
-        if is_module or (node.op == "call_function" and node.target in ACTIVATION_FUNCTIONS):
+        if is_activation(node, self.modules):
             self.found[node.name] = out.shape[1]
         return out

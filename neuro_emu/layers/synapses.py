@@ -31,7 +31,14 @@ class _SparseWhenItPays:
     backend: SparseBackend
     sparse_threshold: float
     check: bool
+    folded: bool
     last_sparsity: float | None
+
+    def _set_dispatch(self, backend: SparseBackend, sparse_threshold: float, check: bool,
+                      folded: bool) -> None:
+        self.backend, self.sparse_threshold, self.check = backend, sparse_threshold, check
+        self.folded = folded
+        self.last_sparsity = None
 
     def _use_sparse(self, flat: torch.Tensor, rank: int) -> bool:
         check_spikes(flat, rank, self.check)
@@ -78,9 +85,7 @@ class SpikingConv2d(nn.Conv2d, _SparseWhenItPays):
             raise TypeError(f"padding must be an int or a pair of ints, got {padding!r}")
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups,
                          bias)
-        self.backend, self.sparse_threshold, self.check = backend, sparse_threshold, check
-        self.folded = folded
-        self.last_sparsity = None
+        self._set_dispatch(backend, sparse_threshold, check, folded)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _time_batch_check(x, 4 if self.folded else 5,
@@ -110,9 +115,7 @@ class SpikingLinear(nn.Linear, _SparseWhenItPays):
         folded: bool = False,
     ) -> None:
         super().__init__(in_features, out_features, bias)
-        self.backend, self.sparse_threshold, self.check = backend, sparse_threshold, check
-        self.folded = folded
-        self.last_sparsity = None
+        self._set_dispatch(backend, sparse_threshold, check, folded)
         self._weight_t: tuple[tuple, torch.Tensor] | None = None  # (weight version key, copy)
 
     def _kernel_weight(self) -> torch.Tensor:

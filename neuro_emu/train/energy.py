@@ -48,10 +48,6 @@ class OpsReport:
     def energy_per_image_uj(self) -> float:
         return sum(layer.energy_pj for layer in self.layers) / max(self.samples, 1) * 1e-6
 
-    def dense_energy_per_image_uj(self) -> float:
-        """The same layers as an ANN: every synapse a MAC, once per image."""
-        return sum(layer.dense_macs for layer in self.layers) * MAC_PJ / max(self.samples, 1) * 1e-6
-
     def as_dict(self) -> dict:
         return {
             "samples": self.samples,

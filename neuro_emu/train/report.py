@@ -47,8 +47,8 @@ def compare_runs(snn_run: str | Path, ann_run: str | Path, out: str | Path,
     snn_run, ann_run, out = Path(snn_run), Path(ann_run), Path(out)
     device = torch.device(device)
     rows = {}
-    for run in (snn_run, ann_run):
-        history = _history(run)
+    histories = [_history(snn_run), _history(ann_run)]
+    for run, history in zip((snn_run, ann_run), histories, strict=True):
         best = history["epochs"][history["best_epoch"] - 1]
         energy = _energy(run, history, device)
         rows[history["config"]["model"]] = {
@@ -64,7 +64,7 @@ def compare_runs(snn_run: str | Path, ann_run: str | Path, out: str | Path,
             "config": history["config"],
             "device": history["device"],
         }
-    snn, ann = (rows[_history(run)["config"]["model"]] for run in (snn_run, ann_run))
+    snn, ann = (rows[history["config"]["model"]] for history in histories)
     if snn["spike_rate"] is None or ann["spike_rate"] is not None:
         raise ValueError(f"expected an SNN run then an ANN run, got {snn_run} and {ann_run}")
     results = {
@@ -76,7 +76,7 @@ def compare_runs(snn_run: str | Path, ann_run: str | Path, out: str | Path,
     }
     save_json(results, out / "results.json")
     (out / "results.md").write_text(_markdown(results))
-    _plots([_history(snn_run), _history(ann_run)], snn, out)
+    _plots(histories, snn, out)
     return results
 
 

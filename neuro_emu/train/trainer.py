@@ -9,6 +9,7 @@ when the test accuracy improves, and ``history.json``, each atomically.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import time
@@ -115,20 +116,11 @@ def _device(config: TrainConfig, ranks: _Dist) -> torch.device:
 
 
 def _spike_context(model: nn.Module):
+    """Count spikes per layer for an SNN; for an ANN a context that yields None."""
     inner = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
     if isinstance(inner, SpikingNetwork):
         return inner.record_spikes()
-    return _NoSpikes()
-
-
-class _NoSpikes:
-    """The ANN's stand-in for SpikingNetwork.record_spikes: no layers, no spikes."""
-
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc) -> bool:
-        return False
+    return contextlib.nullcontext()
 
 
 def _rates(counts) -> tuple[float | None, dict[str, float]]:
