@@ -145,8 +145,11 @@ def test_compile_targets():
     assert all(n.backend == "torch" for _, n in snn.neurons())
     neuro_emu.compile(snn, "cpu")
     assert all(n.backend == "numba" for _, n in snn.neurons())
-    with pytest.raises(ValueError, match="loihi2_sim' is not available yet"):
-        neuro_emu.compile(snn, "loihi2_sim")
+    from neuro_emu.loihi.network import LoihiNetwork
+
+    loihi = neuro_emu.compile(snn, "loihi2_sim")
+    assert isinstance(loihi, LoihiNetwork) and loihi.float_net is snn
+    assert loihi.timesteps == snn.timesteps and loihi.layers[-1].readout
     with pytest.raises(ValueError, match="target must be one of"):
         neuro_emu.compile(snn, "tpu")
     if not torch.cuda.is_available():

@@ -13,25 +13,35 @@ from neuro_emu.layers import SpikingNetwork
 TARGETS: dict[str, str] = {"gpu": "triton", "cpu": "numba", "torch": "torch"}
 
 
-def compile(snn: nn.Module, target: str = "cpu") -> nn.Module:  # noqa: A001 - the API's name
-    """Bind ``snn``'s neurons to a backend and move it to that backend's device, in place.
+def compile(snn: nn.Module, target: str = "cpu", **options) -> nn.Module:  # noqa: A001
+    """Bind ``snn``'s neurons to a backend and move it to that backend's device.
 
     Targets: "gpu" (Triton kernels, CUDA), "cpu" (Numba kernels), "torch" (the PyTorch loop, on
-    the network's current device). "loihi2_sim" is not available yet: the Loihi 2 emulator runs
-    Dense -> LIF layer pairs (:mod:`neuro_emu.loihi`), not whole converted networks.
+    the network's current device): ``snn`` is changed in place and returned. "loihi2_sim": the
+    network is folded and quantized onto the bit-accurate Loihi emulator and a new
+    :class:`neuro_emu.loihi.network.LoihiNetwork` is returned (``snn`` is kept, unchanged, as
+    its float reference); ``options`` go to it (``timesteps``, ``input_range``,
+    ``input_shape``, ``backend``, ``num_weight_bits``). Its forward takes the same
+    ``[B, C, H, W]`` images, so :func:`evaluate` works on it; its ``report`` and
+    :func:`neuro_emu.loihi.resources.resource_report` say what the mapping cost.
 
     Returns:
-        ``snn`` itself, for chaining.
+        ``snn`` itself for "gpu" / "cpu" / "torch", a LoihiNetwork for "loihi2_sim".
 
     Raises:
-        ValueError: an unknown target, or a target that cannot run here (no CUDA for "gpu").
-        TypeError: ``snn`` is not a SpikingNetwork.
+        ValueError: an unknown target, a target that cannot run here (no CUDA for "gpu"),
+            options given to a target other than "loihi2_sim".
+        TypeError: ``snn`` is not a SpikingNetwork, or (loihi2_sim) holds a layer Loihi cannot
+            run (named in the message).
     """
     if target == "loihi2_sim":
-        raise ValueError(
-            "target 'loihi2_sim' is not available yet: the Loihi 2 emulator runs Dense -> LIF "
-            "layer pairs (neuro_emu.loihi.run_dense_lif / DenseLIF), not whole networks"
-        )
+        if not isinstance(snn, SpikingNetwork):
+            raise TypeError(f"compile takes a SpikingNetwork, got {type(snn).__name__}")
+        from neuro_emu.loihi.network import LoihiNetwork
+
+        return LoihiNetwork(snn, **options)
+    if options:
+        raise ValueError(f"options {sorted(options)} apply to target 'loihi2_sim' only")
     if target not in TARGETS:
         raise ValueError(f"target must be one of {[*TARGETS, 'loihi2_sim']}, got {target!r}")
     if not isinstance(snn, SpikingNetwork):
