@@ -1,4 +1,5 @@
-"""The ``neuro-emu`` command line: ``conform``, ``bench``, ``train`` and ``demo``.
+"""The ``neuro-emu`` command line: ``conform``, ``bench``, ``train``, ``convert``, ``loihi`` and
+``demo``.
 
 Exit status: 0 success, 1 a deviation from the numerics contract (or a failed benchmark run),
 2 bad usage (argparse's convention).
@@ -173,6 +174,63 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_loihi(args: argparse.Namespace) -> int:
+    """Quantize a checkpoint's network onto the Loihi emulator and print what it cost."""
+    import json as json_module
+
+    from neuro_emu.convert import compile as compile_net
+    from neuro_emu.convert import convert
+    from neuro_emu.data import BatchLoader, load_cifar10
+    from neuro_emu.loihi.network import evaluate_accuracy
+    from neuro_emu.loihi.resources import resource_report
+    from neuro_emu.train.checkpoint import load_checkpoint
+    from neuro_emu.train.trainer import TrainConfig, load_trained
+
+    try:
+        config = TrainConfig(**load_checkpoint(args.checkpoint)["config"])
+        model = load_trained(args.checkpoint, "cpu")
+        data = config.data if args.data is None else args.data
+        images, labels = load_cifar10("test", data, progress=not args.quiet)
+        if args.max_images is not None:
+            images, labels = images[:args.max_images], labels[:args.max_images]
+        test = BatchLoader(images, labels, args.batch_size, train=False)
+        if config.spiking:
+            snn = model
+            snn.timesteps = args.timesteps
+        else:
+            calibration = None
+            if config.qcfs_levels is None:
+                train_images, train_labels = load_cifar10("train", data, progress=not args.quiet)
+                calibration = BatchLoader(train_images, train_labels, args.batch_size,
+                                          train=False)
+            snn = convert(model, calibration, timesteps=args.timesteps, device="cpu",
+                          progress=not args.quiet)
+        net = compile_net(snn, target="loihi2_sim")
+        accuracy = evaluate_accuracy(net, test, progress=not args.quiet)
+    except (FileNotFoundError, TypeError, ValueError) as error:
+        print(f"neuro-emu loihi: error: {error}", file=sys.stderr)
+        return 2
+    resources = resource_report(net)
+    print(net.report.format())
+    print(f"\naccuracy on {accuracy['samples']} test images (T={args.timesteps}): float "
+          f"{100 * accuracy['float']:.2f}%, float with Loihi's hard reset "
+          f"{100 * accuracy['float_hard_reset']:.2f}%, Loihi integer "
+          f"{100 * accuracy['loihi']:.2f}%; input values clipped: {net.stats.input_clipped}")
+    print(f"{'layer':<28}{'u wraps':>9}{'v sat':>9}{'a_in ovf':>9}{'early':>8}{'readout spk':>12}")
+    for name, counts in net.stats.layers.items():
+        print(f"{name[:27]:<28}{counts.u_wraps:>9}{counts.v_saturations:>9}"
+              f"{counts.a_in_overflows:>9}{counts.early_spikes:>8}{counts.readout_spikes:>12}")
+    print()
+    print(resources.format())
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json_module.dump({"accuracy": accuracy, "resources": resources.as_dict(),
+                              "stats": {k: vars(v) for k, v in net.stats.layers.items()}},
+                             f, indent=1, default=float)
+        print(f"wrote {args.json}")
+    return 0
+
+
 def _on_off(text: str) -> bool:
     if text.lower() in ("on", "true", "1", "yes"):
         return True
@@ -274,6 +332,22 @@ def build_parser() -> argparse.ArgumentParser:
                       help="also time the largest T with spike-sparse convolutions")
     conv.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     conv.set_defaults(func=cmd_convert)
+
+    loihi = sub.add_parser(
+        "loihi", help="quantize a trained network onto the Loihi 2 emulator and report",
+        description="Converts an ANN checkpoint (or takes an SNN one), quantizes it for the "
+        "bit-accurate Loihi emulator (compile target loihi2_sim) and prints the quantization "
+        "report, accuracy float vs integer, saturation counts and the resource estimate.",
+    )
+    loihi.add_argument("--checkpoint", required=True, help="best.pt or last.pt of neuro-emu train")
+    loihi.add_argument("--timesteps", "-T", type=int, default=32)
+    loihi.add_argument("--data", default=None, help="CIFAR-10 folder or 'subset' (default: the "
+                       "checkpoint's)")
+    loihi.add_argument("--batch-size", type=int, default=50)
+    loihi.add_argument("--max-images", type=int, default=None)
+    loihi.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
+    loihi.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    loihi.set_defaults(func=cmd_loihi)
 
     demo = sub.add_parser(
         "demo", help="neuron conformance and throughput, quick sparse-conv and Loihi runs, then "

@@ -402,3 +402,25 @@ def test_conv_connections_count_borders():
 def test_unmappable_networks_are_refused(body, error, message):
     with pytest.raises(error, match=message):
         fold_network(SpikingNetwork(body(), 2), (3, 4, 4))
+
+
+def test_cli_loihi_prints_the_reports(tmp_path, capsys):
+    """``neuro-emu loihi`` on an (untrained) SNN-VGG checkpoint and 10 subset images."""
+    import dataclasses
+
+    from neuro_emu.cli import main
+    from neuro_emu.train import TrainConfig
+    from neuro_emu.train.checkpoint import save_checkpoint
+    from neuro_emu.train.trainer import model_from_config
+
+    config = TrainConfig(model="snn-vgg", width=0.0625, data="subset", backend="torch")
+    model = model_from_config(config)
+    path = save_checkpoint({"model": model.state_dict(), "config": dataclasses.asdict(config)},
+                           tmp_path / "best.pt")
+    json_path = tmp_path / "loihi.json"
+    assert main(["loihi", "--checkpoint", str(path), "-T", "2", "--max-images", "10", "-q",
+                 "--json", str(json_path)]) == 0
+    out = capsys.readouterr().out
+    assert "accuracy on 10 test images (T=2)" in out and "Loihi 2 resources" in out
+    assert "features.2" in out and "hard*" in out and json_path.exists()
+    assert main(["loihi", "--checkpoint", str(tmp_path / "missing.pt")]) == 2
