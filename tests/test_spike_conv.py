@@ -164,8 +164,8 @@ def test_backends_agree_exactly_in_integer_mode_on_a_vgg_layer(backend):
     [
         pytest.param(dict(spikes=torch.full((1, 2, 3, 3), 0.5)), ValueError,
                      "18 of 18 values are not", id="non-binary"),
-        pytest.param(dict(spikes=torch.tensor([[[[float("nan"), 1.0]]]]).expand(1, 2, 1, 2)),
-                     ValueError, "2 of 4 values are not", id="nan"),
+        pytest.param(dict(spikes=torch.tensor([[[[float("nan"), 1.0]]]]).expand(1, 2, 1, 2),
+                          padding=1), ValueError, "2 of 4 values are not", id="nan"),
         pytest.param(dict(spikes=torch.ones(2, 3, 3)), ValueError, r"\[N, C, H, W\]",
                      id="rank"),
         pytest.param(dict(weight=torch.ones(4, 2, 3, 3, dtype=torch.int32)), TypeError, "int8",
@@ -187,6 +187,25 @@ def test_errors(kwargs, error, message):
     args.update(kwargs)
     with pytest.raises(error, match=message):
         spike_conv2d(**args)
+
+
+@pytest.mark.parametrize("backend", ["dense", *SPARSE_BACKENDS])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.uint8, torch.float64, torch.int32])
+def test_value_check_counts_the_same_everywhere(backend, dtype):
+    """The numba kernels count non-binary values inside their scan (float32, uint8), the other
+    paths in a pass before: the same error, with the same count, for conv and linear."""
+    dev = device_for(backend)
+    spikes = (torch.rand(3, 4, 5, 5, generator=torch.Generator().manual_seed(0)) < 0.3)
+    spikes = spikes.to(dtype)
+    flat = spikes.view(-1)
+    flat[[1, 7, 60, 299]] = torch.tensor([2, 3, 1, 5], dtype=dtype)
+    expected = int(((flat != 0) & (flat != 1)).sum())
+    assert expected == 3
+    with pytest.raises(ValueError, match=f"{expected} of 300 values are not"):
+        spike_conv2d(spikes.to(dev), torch.ones(2, 4, 3, 3, device=dev), padding=1,
+                     backend=backend)
+    with pytest.raises(ValueError, match=f"{expected} of 300 values are not"):
+        spike_linear(spikes.view(3, -1).to(dev), torch.ones(2, 100, device=dev), backend=backend)
 
 
 def test_check_false_skips_the_value_check():

@@ -74,12 +74,28 @@ def check_spikes(spikes: torch.Tensor, rank: int, check: bool) -> None:
     if check and spikes.dtype != torch.bool:
         # Nonzero values that are not 1 (NaN included), counted with one byte-sized temporary:
         # full-size float temporaries cost more in page faults than the comparisons themselves.
-        bad = int(torch.count_nonzero(spikes)) - int(torch.count_nonzero(spikes == 1))
-        if bad:
-            raise ValueError(
-                f"spikes must be binary (0 or 1): {bad} of {spikes.numel()} values are not "
-                "(NaN included); pass check=False to skip this check"
-            )
+        _raise_if_not_binary(
+            int(torch.count_nonzero(spikes)) - int(torch.count_nonzero(spikes == 1)), spikes
+        )
+
+
+def _raise_if_not_binary(not_binary: int, spikes: torch.Tensor) -> None:
+    if not_binary:
+        raise ValueError(
+            f"spikes must be binary (0 or 1): {not_binary} of {spikes.numel()} values are not "
+            "(NaN included); pass check=False to skip this check"
+        )
+
+
+def _run_kernel(backend: str, name: str, spikes: torch.Tensor, check: bool, *args) -> None:
+    """Run ``name`` of the backend's kernel module. The value check (``check``) runs inside the
+    numba kernel's scan of the input where it can (no extra pass), else here, before."""
+    kernel = importlib.import_module(_KERNEL_MODULES[backend])
+    if check and backend == "numba" and spikes.dtype in kernel.CHECKS_IN_SCAN:
+        _raise_if_not_binary(getattr(kernel, name)(spikes, *args, check=True), spikes)
+        return
+    check_spikes(spikes, spikes.dim(), check)
+    getattr(kernel, name)(spikes, *args)
 
 
 def _check_bias(bias: torch.Tensor | None, mode: str, out_channels: int, device) -> None:
@@ -158,9 +174,10 @@ def spike_conv2d(
         bias: ``[O]``, float (float mode) or integer (integer mode), or None.
         stride, padding, dilation, groups: as ``F.conv2d`` (ints or pairs; no string padding).
         backend: "auto", "dense", "numba" or "triton" (see the module docstring).
-        check: verify that spikes are binary (a pass over the input); False skips it, and then
-            a non-binary input gives backend-dependent results (the sparse backends count any
-            nonzero value as one spike, the dense one multiplies).
+        check: verify that spikes are binary (the numba backend counts offenders during its
+            own scan of a float32, uint8 or bool input; otherwise it is a pass over the input).
+            False skips it, and then a non-binary input gives backend-dependent results (the
+            sparse backends count any nonzero value as one spike, the dense one multiplies).
 
     Returns:
         ``[N, O, OH, OW]`` float32 (float mode) or int32 (integer mode).
@@ -171,7 +188,7 @@ def spike_conv2d(
         RuntimeError: the backend cannot run here (the message says why).
     """
     mode = _mode(weight)
-    check_spikes(spikes, 4, check)
+    check_spikes(spikes, 4, check=False)  # the values: below, where the backend does it best
     stride, padding, dilation = (
         _pair(stride, "stride"), _pair(padding, "padding"), _pair(dilation, "dilation")
     )
@@ -191,6 +208,7 @@ def spike_conv2d(
     _check_bias(bias, mode, weight.shape[0], spikes.device)
     backend = _resolve(backend, spikes)
     if backend == "dense":
+        check_spikes(spikes, 4, check)
         return _dense(F.conv2d, spikes, weight, bias, mode, stride, padding, dilation, groups)
     n, out_channels, out_h, out_w = out_shape
     group_out, kernel_h, kernel_w = out_channels // groups, weight.shape[2], weight.shape[3]
@@ -205,8 +223,8 @@ def spike_conv2d(
     )
     bias = None if bias is None else bias.view(groups, group_out)
     out, init = _accumulator((n, out_h, out_w, groups, group_out), mode, bias, spikes.device)
-    kernel = importlib.import_module(_KERNEL_MODULES[backend])
-    kernel.spike_conv2d(spikes, weight_t, out, init, stride, padding, dilation, groups)
+    _run_kernel(backend, "spike_conv2d", spikes, check, weight_t, out, init, stride, padding,
+                dilation, groups)
     return out.view(n, out_h, out_w, out_channels).permute(0, 3, 1, 2)
 
 
@@ -223,19 +241,19 @@ def spike_linear(
     and errors as :func:`spike_conv2d`; ``weight_t`` is :func:`transposed_weight` of ``weight``
     when the caller keeps it (a layer does), saving the sparse path a copy of the weight."""
     mode = _mode(weight)
-    check_spikes(spikes, 2, check)
+    check_spikes(spikes, 2, check=False)  # the values: below, as in spike_conv2d
     if weight.device != spikes.device:
         raise ValueError(f"weight is on {weight.device} but spikes are on {spikes.device}")
     F.linear(torch.empty(spikes.shape, device="meta"), torch.empty(weight.shape, device="meta"))
     _check_bias(bias, mode, weight.shape[0], spikes.device)
     backend = _resolve(backend, spikes)
     if backend == "dense":
+        check_spikes(spikes, 2, check)
         return _dense(F.linear, spikes, weight, bias, mode)
     if weight_t is None:
         weight_t = transposed_weight(weight)
     out, init = _accumulator((spikes.shape[0], weight.shape[0]), mode, bias, spikes.device)
-    kernel = importlib.import_module(_KERNEL_MODULES[backend])
-    kernel.spike_linear(spikes, weight_t, out, init)
+    _run_kernel(backend, "spike_linear", spikes, check, weight_t, out, init)
     return out
 
 
