@@ -4,17 +4,21 @@ So far: :func:`run_dense_lif`, one Dense -> LIF pair exactly as Lava's RingBuffe
 -> RingBuffer chain runs it, and :func:`run_dense_lif_stack` for feed-forward stacks of them
 (``../shared/loihi2_spec.md``; checked against vectors recorded from Lava 0.10.0 in
 ``tests/golden/``); :mod:`neuro_emu.loihi.quantize` maps float Linear -> LIF layers onto them.
-Conv synapses, whole-network quantization with BatchNorm folding and
-``compile(net, target="loihi2_sim")`` are not here yet.
+:func:`run_conv_lif` does the same for Conv -> LIF (:mod:`neuro_emu.ops.loihi_conv`; both Lava's
+Dense weight handling and its Conv model's, checked against Lava in ``tests/golden/``).
+Whole-network quantization with BatchNorm folding and ``compile(net, target="loihi2_sim")`` are
+not here yet.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from neuro_emu.ops.loihi_conv import IntPair, conv_input
 from neuro_emu.ops.loihi_lif import dense_input, loihi_lif
 
 IntLike = int | np.ndarray | torch.Tensor
@@ -126,6 +130,84 @@ def run_dense_lif(
                      backend=backend)
 
 
+def _per_conv_neuron(value: IntLike, shape: tuple[int, int, int], name: str, low: int,
+                     high: int) -> torch.Tensor:
+    """``value`` (scalar, per channel ``[C_out]`` or per neuron ``[C_out, OH, OW]``) as ``[N]``."""
+    t = torch.as_tensor(value)
+    if t.dim() == 1 and t.shape[0] == shape[0]:
+        t = t[:, None, None]
+    if t.dim() != 0 and tuple(t.shape) not in ((shape[0], 1, 1), shape):
+        raise ValueError(f"{name} must be a scalar, per channel ({shape[0]},) or per neuron "
+                         f"{shape}, got {tuple(t.shape)}")
+    return _per_neuron(t.expand(shape).reshape(-1) if t.dim() else t, math.prod(shape), name,
+                       low, high)
+
+
+def run_conv_lif(
+    weights: torch.Tensor,
+    in_spikes: torch.Tensor,
+    *,
+    stride: IntPair = 1,
+    padding: IntPair = 0,
+    dilation: IntPair = 1,
+    groups: int = 1,
+    weight_exp: int = 0,
+    num_weight_bits: int = 8,
+    num_message_bits: int = 0,
+    weight_handling: str = "loihi",
+    du: IntLike,
+    dv: IntLike,
+    vth: IntLike,
+    bias_mant: IntLike = 0,
+    bias_exp: IntLike = 0,
+    u0: IntLike = 0,
+    v0: IntLike = 0,
+    backend: str = "numba",
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Run ``in_spikes`` through a Loihi Conv synapse and the fixed-point LIF, as Lava's
+    RingBuffer -> Conv (or Dense on the conv matrix) -> LIF -> RingBuffer chain runs it.
+
+    Args:
+        weights: ``[C_out, C_in // groups, KH, KW]`` raw integers (torch layout, cross-correlation).
+        in_spikes: ``[T, C_in, H, W]`` integers: 0/1 spikes, or payloads when
+            ``num_message_bits > 0``.
+        stride, padding, dilation, groups, weight_exp, num_weight_bits, num_message_bits,
+            weight_handling: as :func:`neuro_emu.ops.loihi_conv.conv_input` ("loihi": Dense's
+            clip/truncate/shift; "lava_conv": Lava 0.10.0's Conv model, raw weights, 24-bit wrap).
+        du, dv, vth, bias_mant, bias_exp, u0, v0: as :func:`run_dense_lif`, each a scalar, one
+            value per output channel ``[C_out]`` or per neuron ``[C_out, OH, OW]``.
+        backend: "numba" (CPU), "triton" (CUDA, or its interpreter) or "torch" (the spec), for
+            both the convolution and the LIF.
+
+    Returns:
+        The traces ``u, v, s``, each ``[T, C_out, OH, OW]`` int32, as Lava's ``Var.get()`` shows
+        them after every step (Lava's (X, Y, C) arrays transposed to (C, Y, X)).
+
+    Raises:
+        TypeError / ValueError / RuntimeError: as ``conv_input``, and for neuron parameters of the
+        wrong dtype, shape or range (the message names the parameter).
+    """
+    a_in = conv_input(weights, in_spikes, stride=stride, padding=padding, dilation=dilation,
+                      groups=groups, weight_exp=weight_exp, num_weight_bits=num_weight_bits,
+                      num_message_bits=num_message_bits, weight_handling=weight_handling,
+                      backend=backend)
+    steps, shape = a_in.shape[0], tuple(a_in.shape[1:])
+    params = {
+        "du": _per_conv_neuron(du, shape, "du", -1, 4095),
+        "dv": _per_conv_neuron(dv, shape, "dv", 0, 4095),
+        "vth": _per_conv_neuron(vth, shape, "vth", 0, 2**31 - 1),
+        "u0": _per_conv_neuron(u0, shape, "u0", -(2**31), 2**31 - 1),
+        "v0": _per_conv_neuron(v0, shape, "v0", -(2**31), 2**31 - 1),
+    }
+    mant = _per_conv_neuron(bias_mant, shape, "bias_mant", -(2**31), 2**31 - 1)
+    exp = _per_conv_neuron(bias_exp, shape, "bias_exp", -31, 31)
+    params["bias"] = torch.where(exp >= 0, mant << exp.clamp(min=0), mant >> (-exp).clamp(min=0))
+    p = {k: t.to(a_in.device) for k, t in params.items()}
+    traces = loihi_lif(a_in.view(steps, -1), p["u0"], p["v0"], p["du"], p["dv"], p["vth"],
+                       p["bias"], backend=backend)
+    return tuple(t.view(steps, *shape) for t in traces)
+
+
 @dataclass(frozen=True)
 class DenseLIF:
     """One Dense -> LIF layer of a stack: the arguments of :func:`run_dense_lif` but the input."""
@@ -169,4 +251,4 @@ def run_dense_lif_stack(
     return traces
 
 
-__all__ = ["DenseLIF", "lava_weights", "run_dense_lif", "run_dense_lif_stack"]
+__all__ = ["DenseLIF", "lava_weights", "run_conv_lif", "run_dense_lif", "run_dense_lif_stack"]
