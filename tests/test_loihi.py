@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from neuro_emu.loihi import lava_weights, run_dense_lif
+from neuro_emu.loihi import PreparedDenseLIF, lava_weights, run_dense_lif
 from neuro_emu.ops import available_backends
 from tests.cases import assert_identical, device_for
 
@@ -105,6 +105,30 @@ def test_backends_agree_exactly(seed, graded, sign):
     for a, b in itertools.combinations(BACKENDS, 2):
         for name, x, y in zip("uvs", results[a], results[b], strict=True):
             assert_identical(f"{a} vs {b} {name}", x, y)
+
+
+@pytest.mark.parametrize("graded", [False, True], ids=["binary", "graded"])
+def test_prepared_layer_reruns_exactly_across_neuron_blocks(graded):
+    """The numba engine's neuron blocks (a partial last one too) and a prepared layer reused on
+    new inputs and initial states give the torch spec's traces."""
+    from neuro_emu.reference.loihi_dense_lif import BLOCK
+
+    gen = torch.Generator().manual_seed(7)
+    n_out, n_in = 2 * BLOCK + 37, 40
+    weights = torch.randint(-300, 300, (n_out, n_in), generator=gen)
+    params = dict(weight_exp=-1, num_weight_bits=7, num_message_bits=8 if graded else 0,
+                  du=torch.randint(-1, 4096, (n_out,), generator=gen), dv=1000,
+                  vth=torch.randint(0, 200, (n_out,), generator=gen), bias_mant=3, bias_exp=2)
+    prepared = PreparedDenseLIF(weights, **params, backend="numba")
+    for _ in range(2):
+        spikes = (torch.rand(30, n_in, generator=gen) < 0.2).long()
+        if graded:
+            spikes = spikes * torch.randint(1, 256, spikes.shape, generator=gen)
+        u0 = torch.randint(-(2**20), 2**20, (n_out,), generator=gen)
+        expected = run_dense_lif(weights, spikes, **params, u0=u0, v0=5, backend="torch")
+        got = prepared.run(spikes, u0=u0, v0=5)
+        for name, x, y in zip("uvs", got, expected, strict=True):
+            assert_identical(f"prepared {name}", x, y)
 
 
 def test_hand_computed_trajectory():

@@ -12,6 +12,7 @@ not here yet.
 
 from __future__ import annotations
 
+import importlib
 import math
 from dataclasses import dataclass
 
@@ -20,6 +21,7 @@ import torch
 
 from neuro_emu.ops.loihi_conv import IntPair, conv_input
 from neuro_emu.ops.loihi_lif import dense_input, loihi_lif
+from neuro_emu.ops.multistep_lif import backend_unavailable_reason
 
 IntLike = int | np.ndarray | torch.Tensor
 
@@ -62,6 +64,86 @@ def _per_neuron(value: IntLike, n: int, name: str, low: int, high: int) -> torch
     return t.contiguous()
 
 
+class PreparedDenseLIF:
+    """A Dense -> LIF pair whose weights are prepared once and run on many inputs, as Lava
+    compiles a network once and runs it: :func:`run_dense_lif` is ``PreparedDenseLIF(weights,
+    **params).run(in_spikes, u0=..., v0=...)``. Arguments as :func:`run_dense_lif`.
+
+    On the numba backend the weights are kept as 8-bit mantissas ``[n_in, n_out]`` and Dense and
+    LIF run as one event-driven kernel (``reference/loihi_dense_lif.py``); the other backends keep
+    Lava's clipped weights and run ``dense_input`` then the LIF kernel."""
+
+    def __init__(
+        self,
+        weights: torch.Tensor,
+        *,
+        weight_exp: int = 0,
+        num_weight_bits: int = 8,
+        num_message_bits: int = 0,
+        du: IntLike,
+        dv: IntLike,
+        vth: IntLike,
+        bias_mant: IntLike = 0,
+        bias_exp: IntLike = 0,
+        backend: str = "numba",
+    ) -> None:
+        if not isinstance(weights, torch.Tensor) or weights.dim() != 2:
+            raise ValueError("weights must be a tensor [n_out, n_in]")
+        if weights.dtype.is_floating_point or weights.dtype.is_complex:
+            raise TypeError(f"weights must hold integers, got {weights.dtype}")
+        if not 1 <= num_weight_bits <= 8:
+            raise ValueError(f"num_weight_bits must be in 1..8, got {num_weight_bits}")
+        if num_message_bits < 0:
+            raise ValueError(f"num_message_bits must be >= 0, got {num_message_bits}")
+        if backend not in ("numba", "triton", "torch"):
+            raise ValueError(f"backend must be 'torch', 'numba' or 'triton', got {backend!r}")
+        n = weights.shape[0]
+        self.n_in, self.n_out = weights.shape[1], n
+        self.weight_exp, self.graded, self.backend = weight_exp, num_message_bits > 0, backend
+        self.device = weights.device
+        params = {
+            "du": _per_neuron(du, n, "du", -1, 4095),
+            "dv": _per_neuron(dv, n, "dv", 0, 4095),
+            "vth": _per_neuron(vth, n, "vth", 0, 2**31 - 1),
+        }
+        mant = _per_neuron(bias_mant, n, "bias_mant", -(2**31), 2**31 - 1)
+        exp = _per_neuron(bias_exp, n, "bias_exp", -31, 31)
+        params["bias"] = torch.where(exp >= 0, mant << exp.clamp(min=0),
+                                     mant >> (-exp).clamp(min=0))
+        self.params = {k: t.to(self.device) for k, t in params.items()}
+        if backend == "numba":
+            reason = backend_unavailable_reason("numba", self.device)
+            if reason is not None:
+                raise RuntimeError(f"backend='numba' is not available: {reason}")
+            self._fused = importlib.import_module("neuro_emu.reference.loihi_dense_lif")
+            self._weights = self._fused.prepare(weights, num_weight_bits)
+        else:
+            self._weights = lava_weights(weights, num_weight_bits)
+
+    def run(self, in_spikes: torch.Tensor, *, u0: IntLike = 0,
+            v0: IntLike = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The traces ``u, v, s``, each ``[T, n_out]`` int32, of ``in_spikes: [T, n_in]`` from
+        the initial state ``u0, v0`` (scalars or ``[n_out]``)."""
+        if not isinstance(in_spikes, torch.Tensor) or in_spikes.dim() != 2:
+            raise ValueError("in_spikes must be a tensor [T, n_in]")
+        if in_spikes.dtype.is_floating_point or in_spikes.dtype.is_complex:
+            raise TypeError(f"in_spikes must hold integers, got {in_spikes.dtype}")
+        if in_spikes.shape[1] != self.n_in:
+            raise ValueError(f"in_spikes has {in_spikes.shape[1]} inputs per step, weights "
+                             f"expect {self.n_in}")
+        n = self.n_out
+        u0 = _per_neuron(u0, n, "u0", -(2**31), 2**31 - 1).to(self.device)
+        v0 = _per_neuron(v0, n, "v0", -(2**31), 2**31 - 1).to(self.device)
+        p = self.params
+        in_spikes = in_spikes.to(self.device)
+        if self.backend == "numba":
+            return self._fused.run(self._weights, in_spikes, self.weight_exp, self.graded, u0, v0,
+                                   p["du"], p["dv"], p["vth"], p["bias"])
+        a_in = dense_input(self._weights, in_spikes, self.weight_exp, graded=self.graded)
+        return loihi_lif(a_in, u0, v0, p["du"], p["dv"], p["vth"], p["bias"],
+                         backend=self.backend)
+
+
 def run_dense_lif(
     weights: torch.Tensor,
     in_spikes: torch.Tensor,
@@ -97,37 +179,18 @@ def run_dense_lif(
         The traces ``u, v, s``, each ``[T, n_out]`` int32, as Lava's ``Var.get()`` shows them
         after every step.
     """
-    if not isinstance(weights, torch.Tensor) or weights.dim() != 2:
-        raise ValueError("weights must be a tensor [n_out, n_in]")
     if not isinstance(in_spikes, torch.Tensor) or in_spikes.dim() != 2:
         raise ValueError("in_spikes must be a tensor [T, n_in]")
-    for name, t in (("weights", weights), ("in_spikes", in_spikes)):
-        if t.dtype.is_floating_point or t.dtype.is_complex:
-            raise TypeError(f"{name} must hold integers, got {t.dtype}")
-    if in_spikes.shape[1] != weights.shape[1]:
+    if isinstance(weights, torch.Tensor) and weights.dim() == 2 \
+            and in_spikes.shape[1] != weights.shape[1]:
         raise ValueError(f"in_spikes has {in_spikes.shape[1]} inputs per step, weights expect "
                          f"{weights.shape[1]}")
-    if not 1 <= num_weight_bits <= 8:
-        raise ValueError(f"num_weight_bits must be in 1..8, got {num_weight_bits}")
-    if num_message_bits < 0:
-        raise ValueError(f"num_message_bits must be >= 0, got {num_message_bits}")
-    n = weights.shape[0]
-    params = {
-        "du": _per_neuron(du, n, "du", -1, 4095),
-        "dv": _per_neuron(dv, n, "dv", 0, 4095),
-        "vth": _per_neuron(vth, n, "vth", 0, 2**31 - 1),
-        "u0": _per_neuron(u0, n, "u0", -(2**31), 2**31 - 1),
-        "v0": _per_neuron(v0, n, "v0", -(2**31), 2**31 - 1),
-    }
-    mant = _per_neuron(bias_mant, n, "bias_mant", -(2**31), 2**31 - 1)
-    exp = _per_neuron(bias_exp, n, "bias_exp", -31, 31)
-    bias = torch.where(exp >= 0, mant << exp.clamp(min=0), mant >> (-exp).clamp(min=0))
-    device = weights.device
-    a_in = dense_input(lava_weights(weights, num_weight_bits), in_spikes.to(device), weight_exp,
-                       graded=num_message_bits > 0)
-    p = {k: t.to(device) for k, t in params.items()}
-    return loihi_lif(a_in, p["u0"], p["v0"], p["du"], p["dv"], p["vth"], bias.to(device),
-                     backend=backend)
+    prepared = PreparedDenseLIF(
+        weights, weight_exp=weight_exp, num_weight_bits=num_weight_bits,
+        num_message_bits=num_message_bits, du=du, dv=dv, vth=vth, bias_mant=bias_mant,
+        bias_exp=bias_exp, backend=backend,
+    )
+    return prepared.run(in_spikes, u0=u0, v0=v0)
 
 
 def _per_conv_neuron(value: IntLike, shape: tuple[int, int, int], name: str, low: int,
@@ -251,4 +314,7 @@ def run_dense_lif_stack(
     return traces
 
 
-__all__ = ["DenseLIF", "lava_weights", "run_conv_lif", "run_dense_lif", "run_dense_lif_stack"]
+__all__ = [
+    "DenseLIF", "PreparedDenseLIF", "lava_weights", "run_conv_lif", "run_dense_lif",
+    "run_dense_lif_stack",
+]
