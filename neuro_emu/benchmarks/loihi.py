@@ -13,9 +13,12 @@ on the same shapes, inputs and parameters, and when that file exists (or the one
   raster) against Lava's on the same inputs, which are checked to be the same arrays first.
 
 Our call is the whole ``run_dense_lif``: Lava's weight clip/truncate, the Dense products, the LIF
-over T steps, and the ``u, v, s`` traces of every step (Lava's steady-state run does the weight
-preprocessing once, before, and records only the spikes). Subjects: the "numba" and "torch"
-backends on CPU; on CUDA also "triton" and "torch-cuda" (Lava itself runs only on the CPU).
+over T steps, and the ``u, v, s`` traces of every step. Lava's steady-state run does the weight
+preprocessing once, before, and records only the spikes; the "numba-prepared" subject is its
+counterpart: :class:`neuro_emu.loihi.PreparedDenseLIF` built outside the timed call, which times
+``run`` (Dense, LIF, and still every step's ``u, v, s`` traces). Subjects: "numba",
+"numba-prepared" and "torch" on CPU; on CUDA also "triton" and "torch-cuda" (Lava itself runs only
+on the CPU).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import numpy as np
 import torch
 
 from neuro_emu.benchmarks import bench_dir, device_label, ratio, stamp_rows, write_json
-from neuro_emu.loihi import run_dense_lif
+from neuro_emu.loihi import PreparedDenseLIF, run_dense_lif
 from neuro_emu.ops import available_backends
 
 # Keep equal to bench/lava_timing.py: the report compares each parameter with the Lava file's.
@@ -60,6 +63,7 @@ PARAMS: dict[str, object] = {
     "neuron": NEURON,
     "dense": DENSE,
 }
+PREPARED = "numba-prepared"  # the subject that times PreparedDenseLIF.run alone
 LAVA_TIMING_ENV = "NEURO_EMU_LAVA_TIMING"  # a Lava timing JSON other than the host's
 
 
@@ -70,7 +74,7 @@ class Case:
     n_in: int
     n_out: int
     steps: int
-    subject: str  # the backend, "-cuda" added for torch on CUDA
+    subject: str  # the backend, "-cuda" added for torch on CUDA, or PREPARED
     backend: str
     device: str
 
@@ -104,6 +108,8 @@ def subjects(device: torch.device) -> list[tuple[str, str, str]]:
     tests, not timing)."""
     cpu = available_backends("cpu")
     found = [(b, b, "cpu") for b in ("numba", "torch") if b in cpu]
+    if "numba" in cpu:
+        found.insert(1, (PREPARED, "numba", "cpu"))
     if device.type == "cuda":
         gpu = available_backends(device)
         found += [("triton", "triton", "cuda")] if "triton" in gpu else []
@@ -141,6 +147,14 @@ def make_workload(case: Case) -> Callable[[], torch.Tensor]:
     device = torch.device(case.device)
     w, s = torch.from_numpy(weights).to(device), torch.from_numpy(spikes).to(device)
     sync = torch.cuda.synchronize if device.type == "cuda" else lambda: None
+
+    if case.subject == PREPARED:
+        prepared = PreparedDenseLIF(w, **DENSE, **NEURON, backend=case.backend)
+
+        def run() -> torch.Tensor:
+            return prepared.run(s)[2]
+
+        return run
 
     def run() -> torch.Tensor:
         _, _, out = run_dense_lif(w, s, **DENSE, **NEURON, backend=case.backend)
@@ -273,7 +287,10 @@ def _markdown(
         f"{DENSITY} (numpy `default_rng({SEED})`, as `bench/lava_timing.py` draws them), "
         f"du = {NEURON['du']}, dv = {NEURON['dv']}, vth = {NEURON['vth']}, no bias. Our time: "
         "one whole `run_dense_lif` call (weight clip/truncate, Dense, LIF over T steps, the u, "
-        "v, s traces of every step), median and min over the rounds.",
+        "v, s traces of every step), median and min over the rounds; for "
+        f'"{PREPARED}", `PreparedDenseLIF.run` alone (the weights clipped, truncated and '
+        "transposed once, before, as Lava's steady-state run has them; still every step's "
+        "u, v, s traces).",
     ]
     if lava is None:
         lines += [
