@@ -17,7 +17,12 @@ import torch
 from torch import nn
 
 from neuro_emu.ops import spike_conv2d, spike_linear
-from neuro_emu.ops.spike_conv import SparseBackend, check_spikes, transposed_weight
+from neuro_emu.ops.spike_conv import (
+    SparseBackend,
+    check_spikes,
+    raise_if_not_binary,
+    transposed_weight,
+)
 
 # Crossover sparsity of the Numba path against torch's dense convolution, VGG 128@16x16, batch
 # 32 x T 4, on the 2-core CPU: 83.7% (bench/results/sparse_conv-cpu-amd-epyc-2cores.md). Other
@@ -41,11 +46,14 @@ class _SparseWhenItPays:
         self.last_sparsity = None
 
     def _use_sparse(self, flat: torch.Tensor, rank: int) -> bool:
-        check_spikes(flat, rank, self.check)
+        check_spikes(flat, rank, check=False)
+        nonzero = int(torch.count_nonzero(flat))
+        if self.check and flat.dtype != torch.bool:  # one pass fewer than check_spikes's
+            raise_if_not_binary(nonzero - int(torch.count_nonzero(flat == 1)), flat)
         if torch.is_grad_enabled() and (flat.requires_grad or self.weight.requires_grad):
             self.last_sparsity = None
             return False
-        self.last_sparsity = 1.0 - torch.count_nonzero(flat).item() / max(flat.numel(), 1)
+        self.last_sparsity = 1.0 - nonzero / max(flat.numel(), 1)
         return self.backend != "dense" and self.last_sparsity >= self.sparse_threshold
 
 

@@ -74,12 +74,13 @@ def check_spikes(spikes: torch.Tensor, rank: int, check: bool) -> None:
     if check and spikes.dtype != torch.bool:
         # Nonzero values that are not 1 (NaN included), counted with one byte-sized temporary:
         # full-size float temporaries cost more in page faults than the comparisons themselves.
-        _raise_if_not_binary(
+        raise_if_not_binary(
             int(torch.count_nonzero(spikes)) - int(torch.count_nonzero(spikes == 1)), spikes
         )
 
 
-def _raise_if_not_binary(not_binary: int, spikes: torch.Tensor) -> None:
+def raise_if_not_binary(not_binary: int, spikes: torch.Tensor) -> None:
+    """The error for ``not_binary`` values of ``spikes`` that are neither 0 nor 1, if any."""
     if not_binary:
         raise ValueError(
             f"spikes must be binary (0 or 1): {not_binary} of {spikes.numel()} values are not "
@@ -92,7 +93,7 @@ def _run_kernel(backend: str, name: str, spikes: torch.Tensor, check: bool, *arg
     numba kernel's scan of the input where it can (no extra pass), else here, before."""
     kernel = importlib.import_module(_KERNEL_MODULES[backend])
     if check and backend == "numba" and spikes.dtype in kernel.CHECKS_IN_SCAN:
-        _raise_if_not_binary(getattr(kernel, name)(spikes, *args, check=True), spikes)
+        raise_if_not_binary(getattr(kernel, name)(spikes, *args, check=True), spikes)
         return
     check_spikes(spikes, spikes.dim(), check)
     getattr(kernel, name)(spikes, *args)
