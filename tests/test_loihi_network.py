@@ -381,6 +381,16 @@ def test_conv_connections_count_borders():
     assert first.shared_kernel_bits == 9 * 8 and first.synaptic_memory_bits == 100 * 8
     assert first.cores == max(1, math.ceil((100 * 8 + 16 * STATE_BITS_PER_NEURON)
                                            / CORE_MEMORY_BITS))
+    # Synaptic ops of a run: every nonzero payload times the synapses it feeds, counted here
+    # directly by convolving the event map with the nonzero kernel.
+    x = torch.randn(3, 1, 4, 4)
+    x[0, 0, :2] = 0.0
+    net(x)
+    payload, _ = encode_input(x, 1.0)
+    events = (payload != 0).double()
+    direct = torch.nn.functional.conv2d(events, torch.ones(1, 1, 3, 3, dtype=torch.float64),
+                                        padding=1).sum() * net.timesteps
+    assert net.stats.layers[net.layers[0].name].synops == int(direct)
 
 
 @pytest.mark.parametrize(

@@ -137,11 +137,12 @@ class FloatSynapse:
     groups: int = 1
     delay: int = 0  # extra steps beyond the Dense/Conv one, to line up residual branches
 
-    def apply(self, x: torch.Tensor) -> torch.Tensor:
-        """``x: [N, *source shape] -> [N, *target shape]`` (no bias)."""
+    def apply(self, x: torch.Tensor, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+        """``x: [N, *source shape] -> [N, *target shape]`` (no bias), in ``dtype``."""
+        w = self.weight.to(dtype)
         if self.kind == "dense":
-            return x.flatten(1) @ self.weight.T
-        return F.conv2d(x, self.weight, None, self.stride, self.padding, 1, self.groups)
+            return x.flatten(1).to(dtype) @ w.T
+        return F.conv2d(x.to(dtype), w, None, self.stride, self.padding, 1, self.groups)
 
 
 @dataclass
@@ -171,17 +172,19 @@ class FloatPlan:
     input_shape: tuple[int, ...]
     layers: list[FloatLayer]
 
-    def forward(self, x: torch.Tensor, timesteps: int, reset: str | None = None) -> torch.Tensor:
-        """Run the plan in float64 like the float network (no delays): ``x: [B, *input_shape]
-        -> [B, K]``, the readout's mean over ``timesteps``. ``reset`` overrides every layer's."""
-        x = x.to(torch.float64)
+    def forward(self, x: torch.Tensor, timesteps: int, reset: str | None = None,
+                dtype: torch.dtype = torch.float64) -> torch.Tensor:
+        """Run the plan like the float network (no delays): ``x: [B, *input_shape] -> [B, K]``,
+        the readout's mean over ``timesteps``, in ``dtype`` (float64: the exactness reference;
+        float32 is faster). ``reset`` overrides every layer's."""
+        x = x.to(dtype)
         spikes: dict[int, torch.Tensor] = {-1: x.unsqueeze(0).expand(timesteps, *x.shape)}
         out = None
         for index, layer in enumerate(self.layers):
-            current = layer.bias.expand(timesteps, x.shape[0], *layer.shape).clone()
+            current = layer.bias.to(dtype).expand(timesteps, x.shape[0], *layer.shape).clone()
             for syn in layer.synapses:
-                src = spikes[syn.source]
-                current += syn.apply(src.flatten(0, 1)).reshape(current.shape)
+                src = spikes[syn.source].flatten(0, 1)
+                current += syn.apply(src, dtype).reshape(current.shape)
             if layer.readout:
                 out = current.mean(0)
                 break
@@ -190,14 +193,14 @@ class FloatPlan:
 
 
 def _float_neuron(x: torch.Tensor, layer: FloatLayer, reset: str) -> torch.Tensor:
-    """The float LIF (DESIGN.md section 2) in float64: ``x: [T, ...] -> spikes [T, ...]``."""
-    v = torch.full(x.shape[1:], layer.v_init, dtype=torch.float64)
+    """The float LIF (DESIGN.md section 2) in x's dtype: ``x: [T, ...] -> spikes [T, ...]``."""
+    v = torch.full(x.shape[1:], layer.v_init, dtype=x.dtype)
     out = []
     for x_t in x:
         h = v * layer.beta + x_t
         s = h >= layer.v_th
         v = torch.where(s, h - layer.v_th, h) if reset == "subtract" else torch.where(s, 0.0, h)
-        out.append(s.to(torch.float64))
+        out.append(s.to(x.dtype))
     return torch.stack(out)
 
 
@@ -418,9 +421,10 @@ def _collapse(node: fx.Node, source: int, ops: list[_Op]) -> FloatSynapse:
         m = ops[core].module
         weight = m.weight.detach().double()
         if pre:  # the adjoint of the linear prefix: W' = P^T W, exact for pools and scales
-            x = torch.zeros(weight.shape[0], *src_shape, dtype=torch.float64, requires_grad=True)
-            y = _apply_ops(pre, x)
-            (weight_full,) = torch.autograd.grad(y, x, weight)
+            with torch.enable_grad():
+                x = torch.zeros(weight.shape[0], *src_shape, dtype=torch.float64,
+                                requires_grad=True)
+                (weight_full,) = torch.autograd.grad(_apply_ops(pre, x), x, weight)
             weight = weight_full.flatten(1)
         syn = FloatSynapse(source, "dense", weight)
         out_channels = weight.shape[0]
@@ -551,8 +555,7 @@ class Synapse:
                            groups=self.groups, weight_exp=self.weight_exp,
                            num_weight_bits=self.num_weight_bits,
                            num_message_bits=self.num_message_bits,
-                           backend="numba" if backend == "numba" else
-                           ("triton" if backend == "triton" else "torch"))
+                           backend=backend)
         a = a.reshape(batch, steps, *a.shape[1:])
         a[:, 0] = 0
         if self.delay:
@@ -861,30 +864,44 @@ def _saturations(a: torch.Tensor, u: torch.Tensor, v: torch.Tensor, layer: Loihi
                  v0: torch.Tensor) -> tuple[int, int, int]:
     """u wraps, v saturations and a_in overflows, recomputed from the traces: ``a, u, v:
     [steps, N]`` (``u``, ``v`` as recorded after each step, v post-reset)."""
-    u = u.to(torch.int64)
-    v = v.to(torch.int64)
-    u_prev = torch.cat([torch.zeros_like(u[:1]), u[:-1]])
-    v_prev = torch.cat([v0.view(1, -1), v[:-1]])
-    u_pre = _tdiv12(u_prev * (4096 - (layer.du + 1))) + (a << 6)
+    overflows = int((a.abs() >= A_IN_LIMIT).sum())
+    drive = a << 6
+    if layer.du == 4095:  # no current memory: u = a << 6 before the wrap
+        u_pre = drive
+    else:
+        u_prev = torch.cat([torch.zeros_like(u[:1]), u[:-1]]).to(torch.int64)
+        u_pre = _tdiv12(u_prev * (4096 - (layer.du + 1))) + drive
     wraps = int(((u_pre > 2**23) | (u_pre <= -(2**23))).sum())
-    v_pre = _tdiv12(v_prev * (4096 - layer.dv)) + u + layer.bias.repeat(
-        v.shape[1] // layer.neurons)
-    sats = int((v_pre.abs() > UV_MAX).sum())
-    return wraps, sats, int((a.abs() >= A_IN_LIMIT).sum())
+    del u_pre, drive
+    v_prev = torch.cat([v0.view(1, -1), v[:-1].to(torch.int64)])
+    if layer.dv:
+        v_prev = _tdiv12(v_prev * (4096 - layer.dv))
+    v_prev += u.to(torch.int64)
+    v_prev += layer.bias.repeat(v.shape[1] // layer.neurons)
+    return wraps, int((v_prev.abs() > UV_MAX).sum()), overflows
 
 
-def _synops(syn: Synapse, spikes: torch.Tensor) -> int:
-    """(nonzero event, nonzero synapse) pairs: ``spikes: [T, B, *source]``."""
-    events = (spikes != 0).flatten(0, 1).to(torch.float32)
-    nonzero = (syn.weights_lava() != 0).to(torch.float32)
+def _fanout(syn: Synapse, source_shape: tuple[int, ...]) -> torch.Tensor:
+    """Nonzero synapses each source neuron feeds: ``[*source_shape]`` float64."""
+    nonzero = (syn.weights_lava() != 0).to(torch.float64)
     if syn.kind == "dense":
-        return int((events.flatten(1).double() @ nonzero.sum(0).double()).sum())
-    reach = F.conv2d(events, nonzero, None, syn.stride, syn.padding, 1, syn.groups)
-    return int(reach.double().sum())
+        return nonzero.sum(0).reshape(source_shape)
+    with torch.enable_grad():  # the adjoint of the connectivity, also under no_grad
+        probe = torch.zeros(1, *source_shape, dtype=torch.float64, requires_grad=True)
+        out = F.conv2d(probe, nonzero, None, syn.stride, syn.padding, 1, syn.groups)
+        (fanout,) = torch.autograd.grad(out.sum(), probe)
+    return fanout[0]
+
+
+def _synops(syn: Synapse, spikes: torch.Tensor, fanout: torch.Tensor) -> int:
+    """(nonzero event, nonzero synapse) pairs: ``spikes: [T, B, *source]``."""
+    events = (spikes != 0).sum((0, 1), dtype=torch.float64)
+    return int((events * fanout).sum())
 
 
 def run_layers(layers: list[LoihiLayer], payload: torch.Tensor, timesteps: int, *,
-               backend: str = "numba", stats: RunStats | None = None,
+               backend: str = "numba", synapse_backend: str = "auto",
+               stats: RunStats | None = None,
                record: bool = False) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Run the integer network on graded input payloads.
 
@@ -892,7 +909,10 @@ def run_layers(layers: list[LoihiLayer], payload: torch.Tensor, timesteps: int, 
         layers: from :func:`quantize_network` (the last one the readout).
         payload: ``[B, *input_shape]`` int64 payloads, presented at steps ``0 .. T - 1``.
         timesteps: T; the run lasts ``T + D`` steps, D the readout's depth.
-        backend: "numba", "torch" or "triton" for both synapses and neurons.
+        backend: "numba", "torch" or "triton" for the neurons and binary-spike synapses.
+        synapse_backend: the conv synapses' backend; "auto": ``backend``, except graded
+            payloads (the input layer) on "torch" (float64 F.conv2d, exact and there 20x faster
+            than bit planes through the sparse kernels on CPU).
         stats: counters to add this run to.
         record: also return every layer's spikes.
 
@@ -918,10 +938,15 @@ def run_layers(layers: list[LoihiLayer], payload: torch.Tensor, timesteps: int, 
         ls = None if stats is None else stats.layers.setdefault(layer.name, LayerStats())
         for syn in layer.synapses:
             src = spikes[syn.source]
-            part = syn.current(src, backend)
+            chosen = synapse_backend
+            if chosen == "auto":
+                chosen = "torch" if syn.num_message_bits and backend == "numba" else backend
+            part = syn.current(src, chosen)
             a = part if a is None else a + part
             if ls is not None:
-                ls.synops += _synops(syn, src)
+                source_shape = payload.shape[1:] if syn.source == -1 else \
+                    layers[syn.source].shape
+                ls.synops += _synops(syn, src, _fanout(syn, tuple(source_shape)))
             consumers[syn.source] -= 1
             if not consumers[syn.source] and syn.source != -1:
                 del spikes[syn.source]  # no later layer reads it: free the memory
@@ -978,6 +1003,7 @@ class LoihiNetwork(nn.Module):
             :mod:`neuro_emu.data` does).
         input_shape: one sample's shape.
         backend: "numba" (CPU), "torch" or "triton".
+        synapse_backend: the conv synapses' backend (:func:`run_layers`).
         num_weight_bits: Loihi weight precision, 1..8.
         scales, weight_exps: per-layer overrides (:func:`quantize_network`).
         max_elements: neuron-steps per chunk of the batch (bounds memory).
@@ -990,7 +1016,7 @@ class LoihiNetwork(nn.Module):
                  input_range: float = CIFAR10_INPUT_RANGE,
                  input_shape: tuple[int, ...] = (3, 32, 32), backend: str = "numba",
                  num_weight_bits: int = 8, scales: dict[str, float] | None = None,
-                 weight_exps: dict[str, int] | None = None,
+                 weight_exps: dict[str, int] | None = None, synapse_backend: str = "auto",
                  max_elements: int = 2**24) -> None:
         super().__init__()
         if backend not in ("numba", "torch", "triton"):
@@ -1001,6 +1027,7 @@ class LoihiNetwork(nn.Module):
         self.num_weight_bits = num_weight_bits
         self.scales, self.weight_exps = scales, weight_exps
         self.backend = backend
+        self.synapse_backend = synapse_backend
         self.max_elements = max_elements
         self.stats = RunStats()
         self.timesteps = snn.timesteps if timesteps is None else timesteps
@@ -1029,7 +1056,8 @@ class LoihiNetwork(nn.Module):
         widest = max(layer.neurons for layer in self.layers)
         chunk = max(1, self.max_elements // (steps * widest))
         outs = [run_layers(self.layers, payload[i:i + chunk], self.timesteps,
-                           backend=self.backend, stats=self.stats)[0]
+                           backend=self.backend, synapse_backend=self.synapse_backend,
+                           stats=self.stats)[0]
                 for i in range(0, payload.shape[0], chunk)]
         return torch.cat(outs).to(torch.float32).to(x.device)
 
@@ -1067,7 +1095,8 @@ def evaluate_accuracy(net: LoihiNetwork, loader: Iterable, *, progress: bool = T
             if float_reference:
                 logits = net.float_net(images.to(device)).cpu()
                 correct["float"] += int((logits.argmax(1) == labels).sum())
-                hard = net.plan.forward(images.cpu(), net.timesteps, reset="zero")
+                hard = net.plan.forward(images.cpu(), net.timesteps, reset="zero",
+                                        dtype=torch.float32)
                 correct["float_hard_reset"] += int((hard.argmax(1) == labels).sum())
             seen += labels.numel()
     finally:
