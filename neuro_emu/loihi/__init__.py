@@ -6,8 +6,11 @@ So far: :func:`run_dense_lif`, one Dense -> LIF pair exactly as Lava's RingBuffe
 ``tests/golden/``); :mod:`neuro_emu.loihi.quantize` maps float Linear -> LIF layers onto them.
 :func:`run_conv_lif` does the same for Conv -> LIF (:mod:`neuro_emu.ops.loihi_conv`; both Lava's
 Dense weight handling and its Conv model's, checked against Lava in ``tests/golden/``).
-Whole-network quantization with BatchNorm folding and ``compile(net, target="loihi2_sim")`` are
-not here yet.
+Whole networks: :mod:`neuro_emu.loihi.network` folds and quantizes a SpikingNetwork (BatchNorm,
+Scale and average pooling folded into the synapses) into a :class:`LoihiNetwork` that
+``compile(net, target="loihi2_sim")`` returns, with a quantization report and
+:func:`evaluate_accuracy` (float vs integer); :mod:`neuro_emu.loihi.resources` estimates its
+Loihi 2 resources and energy from cited figures.
 """
 
 from __future__ import annotations
@@ -314,7 +317,17 @@ def run_dense_lif_stack(
     return traces
 
 
+# Whole networks (they import the layer functions above).
+from neuro_emu.loihi.network import (  # noqa: E402
+    LoihiNetwork,
+    evaluate_accuracy,
+    fold_network,
+    quantize_network,
+)
+from neuro_emu.loihi.resources import resource_report  # noqa: E402
+
 __all__ = [
-    "DenseLIF", "PreparedDenseLIF", "lava_weights", "run_conv_lif", "run_dense_lif",
+    "DenseLIF", "LoihiNetwork", "PreparedDenseLIF", "evaluate_accuracy", "fold_network",
+    "lava_weights", "quantize_network", "resource_report", "run_conv_lif", "run_dense_lif",
     "run_dense_lif_stack",
 ]
