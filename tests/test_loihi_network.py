@@ -203,6 +203,17 @@ def test_compile_loihi2_sim_works_with_evaluate():
     assert result["float"] == 1.0 and result["samples"] == 12
     assert result["loihi"] == pytest.approx(acc)
     assert 0.0 <= result["float_hard_reset"] <= 1.0
+    seen = net.stats.samples
+    overall, per_layer = neuro_emu.measure_sparsity(net, loader, per_layer=True)
+    assert net.stats.samples == seen  # its own counters, the network's left as they were
+    net.reset_stats()
+    net(images)
+    hidden = [net.stats.layers[layer.name] for layer in net.layers[:-1]]
+    spikes, steps = sum(c.spikes for c in hidden), sum(c.neuron_steps for c in hidden)
+    assert steps == 12 * (16 + 3) * (20 + 16) and 0 < spikes < steps
+    assert overall == pytest.approx(1 - spikes / steps) and len(per_layer) == 2
+    with pytest.raises(TypeError, match="set its .timesteps"):
+        neuro_emu.evaluate_timesteps(net, loader, [1, 2])
     with pytest.raises(ValueError, match="apply to target 'loihi2_sim' only"):
         neuro_emu.compile(snn, "cpu", timesteps=3)
     with pytest.raises(TypeError, match="SpikingNetwork"):

@@ -88,9 +88,30 @@ def measure_sparsity(snn: SpikingNetwork, loader: Iterable,
                      max_batches: int | None = None):
     """The fraction of neuron-steps without a spike over ``loader`` (1 - spike rate).
 
+    ``snn`` may also be the LoihiNetwork of ``compile(..., "loihi2_sim")``: its neuron layers
+    (not the readout) are counted over the whole emulated run, ``T + depth`` steps per image.
+
     Returns:
         the overall sparsity, or with ``per_layer`` a pair ``(overall, {layer: sparsity})``.
     """
+    from neuro_emu.loihi.network import LoihiNetwork, RunStats
+
+    if isinstance(snn, LoihiNetwork):
+        saved, snn.stats = snn.stats, RunStats()
+        try:
+            for index, (images, _labels) in enumerate(loader):
+                if index == max_batches:
+                    break
+                snn(images)
+            layers = {name: c for name, c in snn.stats.layers.items()
+                      if name != snn.layers[-1].name}
+        finally:
+            snn.stats = saved
+        steps = sum(c.neuron_steps for c in layers.values())
+        overall = 1.0 - sum(c.spikes for c in layers.values()) / steps if steps else 1.0
+        if not per_layer:
+            return overall
+        return overall, {name: 1.0 - c.spikes / c.neuron_steps for name, c in layers.items()}
     if not isinstance(snn, SpikingNetwork):
         raise TypeError(f"measure_sparsity takes a SpikingNetwork, got {type(snn).__name__}")
     device = _device(snn, device)
@@ -117,6 +138,9 @@ def evaluate_timesteps(snn: SpikingNetwork, loader: Iterable, timesteps: Sequenc
     Returns:
         ``{T: {"acc": ..., "sparsity": ...}}``.
     """
+    if not isinstance(snn, SpikingNetwork):
+        raise TypeError(f"evaluate_timesteps takes a SpikingNetwork, got {type(snn).__name__} "
+                        "(a LoihiNetwork: set its .timesteps and call evaluate for each T)")
     steps = sorted(set(int(t) for t in timesteps))
     if not steps or steps[0] < 1:
         raise ValueError(f"timesteps must be ints >= 1, got {timesteps!r}")
