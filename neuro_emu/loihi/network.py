@@ -706,7 +706,9 @@ def _compensated_v0(layer: FloatLayer) -> tuple[torch.Tensor, int]:
         return v, 0
     for _ in range(layer.depth):
         v = (v - b) / layer.beta
-    limit = (layer.v_th - b) / layer.beta  # the first transient step must stay <= v_th
+    # The first transient step must stay below v_th; the margin (2^-8 of v_th, some hundred
+    # threshold LSBs) absorbs the integer rounding that would otherwise fire it.
+    limit = (layer.v_th * (1 - 2**-8) - b) / layer.beta
     return torch.minimum(v, limit), int((v > limit).sum())
 
 
