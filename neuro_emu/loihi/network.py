@@ -86,6 +86,8 @@ from tqdm.auto import tqdm
 from neuro_emu.convert.batchnorm import fold_graph
 from neuro_emu.data.cifar10 import CIFAR10_MEAN, CIFAR10_STD
 from neuro_emu.layers import LIF, Scale, SpikingNetwork
+from neuro_emu.loihi import lava_weights
+from neuro_emu.ops.loihi_conv import conv_input
 from neuro_emu.ops.loihi_lif import dense_input, loihi_lif
 
 # Hardware ranges (loihi2_spec.md section 1: Lava's declared precisions).
@@ -115,10 +117,6 @@ def _check_range(name: str, value, low: int, high: int) -> None:
     if lo < low or hi > high:
         bad = lo if lo < low else hi
         raise ValueError(f"{name} must lie in [{low}, {high}] (Loihi's range), got {bad}")
-
-
-# ---------------------------------------------------------------------------------------------
-# The float plan
 
 
 @dataclass
@@ -504,10 +502,6 @@ def _apply_ops(ops: list[_Op], x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-# ---------------------------------------------------------------------------------------------
-# Integer layers
-
-
 @dataclass(frozen=True)
 class Synapse:
     """An integer Dense or Conv projection (Lava's Dense weight handling, spec section 3).
@@ -532,6 +526,7 @@ class Synapse:
             raise ValueError(f"kind must be 'dense' or 'conv', got {self.kind!r}")
         _check_range("weights", self.weights, *WEIGHT_RANGE)
         _check_range("num_weight_bits", self.num_weight_bits, 1, 8)
+        # graded spikes carry up to 32 bits on Loihi 2 (resources.py [L2])
         _check_range("num_message_bits", self.num_message_bits, 0, 32)
         if not isinstance(self.weight_exp, int):
             raise TypeError(f"weight_exp must be an int, got {self.weight_exp!r}")
@@ -549,8 +544,6 @@ class Synapse:
             a = dense_input(self.weights_lava(), seq.flatten(1), self.weight_exp,
                             graded=self.num_message_bits > 0)
         else:
-            from neuro_emu.ops.loihi_conv import conv_input
-
             a = conv_input(self.weights, seq, stride=self.stride, padding=self.padding,
                            groups=self.groups, weight_exp=self.weight_exp,
                            num_weight_bits=self.num_weight_bits,
@@ -563,8 +556,7 @@ class Synapse:
         return a.transpose(0, 1)
 
     def weights_lava(self) -> torch.Tensor:
-        from neuro_emu.loihi import lava_weights
-
+        """The weights Lava's clip and truncation leave, int64."""
         return lava_weights(self.weights, self.num_weight_bits).to(torch.int64)
 
 
@@ -606,10 +598,6 @@ class LoihiLayer:
     @property
     def bias(self) -> torch.Tensor:
         return self.bias_mant << self.bias_exp
-
-
-# ---------------------------------------------------------------------------------------------
-# Quantization
 
 
 @dataclass
@@ -831,10 +819,6 @@ def quantize_network(plan: FloatPlan, timesteps: int, *,
             readout=layer.readout,
             reset_mismatch=not layer.readout and layer.reset == "subtract"))
     return int_layers, QuantizationReport(reports, timesteps, input_range, input_step)
-
-
-# ---------------------------------------------------------------------------------------------
-# Running
 
 
 @dataclass
