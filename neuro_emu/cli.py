@@ -178,6 +178,8 @@ def cmd_loihi(args: argparse.Namespace) -> int:
     """Quantize a checkpoint's network onto the Loihi emulator and print what it cost."""
     import json as json_module
 
+    import numpy as np
+
     from neuro_emu.convert import compile as compile_net
     from neuro_emu.convert import convert
     from neuro_emu.data import BatchLoader, load_cifar10
@@ -191,8 +193,10 @@ def cmd_loihi(args: argparse.Namespace) -> int:
         model = load_trained(args.checkpoint, "cpu")
         data = config.data if args.data is None else args.data
         images, labels = load_cifar10("test", data, progress=not args.quiet)
-        if args.max_images is not None:
-            images, labels = images[:args.max_images], labels[:args.max_images]
+        if args.max_images is not None and args.max_images < len(labels):
+            # evenly spaced: the test splits are stored sorted by class
+            pick = (np.arange(args.max_images) * len(labels)) // args.max_images
+            images, labels = images[pick], labels[pick]
         test = BatchLoader(images, labels, args.batch_size, train=False)
         if config.spiking:
             snn = model
@@ -344,7 +348,8 @@ def build_parser() -> argparse.ArgumentParser:
     loihi.add_argument("--data", default=None, help="CIFAR-10 folder or 'subset' (default: the "
                        "checkpoint's)")
     loihi.add_argument("--batch-size", type=int, default=50)
-    loihi.add_argument("--max-images", type=int, default=None)
+    loihi.add_argument("--max-images", type=int, default=None,
+                       help="this many test images, evenly spaced over the split")
     loihi.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
     loihi.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     loihi.set_defaults(func=cmd_loihi)
