@@ -187,6 +187,33 @@ def test_runner_equals_run_dense_lif_layer_by_layer():
             upstream = s.long()
 
 
+def test_runner_conv_layers_equal_run_conv_lif():
+    """The conv layers (the first on graded payloads, the second a pool-folded 6x6 stride-2
+    conv on spikes) are exactly run_conv_lif, checked against Lava in tests/golden."""
+    from neuro_emu.loihi import run_conv_lif
+
+    net = LoihiNetwork(conv_net(timesteps=4), input_shape=(3, 8, 8), input_range=2.5)
+    x = torch.randn(2, 3, 8, 8)
+    payload, _ = encode_input(x, 2.5)
+    _, spikes = run_layers(net.layers, payload, 4, record=True)
+    steps = 4 + net.layers[-1].depth
+    for b in range(2):
+        upstream = torch.zeros(steps, 3, 8, 8, dtype=torch.long)
+        upstream[:4] = payload[b]
+        for layer, recorded in zip(net.layers[:2], spikes, strict=True):
+            (syn,) = layer.synapses
+            _, _, s = run_conv_lif(syn.weights, upstream, stride=syn.stride, padding=syn.padding,
+                                   weight_exp=syn.weight_exp,
+                                   num_message_bits=syn.num_message_bits, du=layer.du,
+                                   dv=layer.dv, vth=layer.vth,
+                                   bias_mant=layer.bias_mant.view(layer.shape),
+                                   bias_exp=layer.bias_exp, v0=layer.v0.view(layer.shape),
+                                   backend="torch")
+            assert_identical(f"sample {b} {layer.name}", s, recorded[:, b].to(torch.int32))
+            assert int(s.sum()) > 0
+            upstream = s.long()
+
+
 def test_compile_loihi2_sim_works_with_evaluate():
     snn = mlp()
     net = neuro_emu.compile(snn, target="loihi2_sim", input_shape=(3, 2, 2), input_range=2.5)
