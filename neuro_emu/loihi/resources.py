@@ -14,9 +14,9 @@ Sources (every number below comes from one of them, or is derived from them as s
   https://fbhtechinfo.com/intels-new-loihi-2-chip-uses-1-million-neurons : "128 Kbyte of local
   SRAM is available for each core, but this can now be flexibly partitioned". A secondary,
   translated news source; treat the per-core memory as approximate.
-- [E] Tang et al., "SENECA: building a fully digital neuromorphic processor, design trade-offs
-  and challenges", Front. Neurosci. 2023, Table 3,
-  https://pmc.ncbi.nlm.nih.gov/articles/PMC10326429/table/T3/ : energy per synaptic operation
+- [E] G. Tang et al., "SENECA: building a fully digital neuromorphic processor, design
+  trade-offs and challenges", Front. Neurosci. 17, 2023, doi:10.3389/fnins.2023.1187252, Table 3
+  (https://pmc.ncbi.nlm.nih.gov/articles/PMC10326429/table/T3/): energy per synaptic operation
   "Loihi (Davies et al., 2018): 23.6 pJ", "Loihi2 (Davis, 2021): NA", with the caveat that a
   synaptic operation "varies in different applications and is only mentioned for high-level
   comparison". This is **Loihi 1's** figure (14 nm; M. Davies et al., "Loihi: a neuromorphic
@@ -63,9 +63,9 @@ SOURCES = {
           "per chip)",
     "MEM": "fbhtechinfo, 'Intel's new Loihi-2 chip uses 1 million neurons' (2021), https://"
            "fbhtechinfo.com/intels-new-loihi-2-chip-uses-1-million-neurons (128 KB SRAM per core)",
-    "E": "Tang et al., Front. Neurosci. 2023, Table 3, https://pmc.ncbi.nlm.nih.gov/articles/"
-         "PMC10326429/table/T3/ (Loihi, Davies et al. 2018: 23.6 pJ per synaptic operation; "
-         "Loihi 2: NA)",
+    "E": "Tang et al., 'SENECA', Front. Neurosci. 2023, doi:10.3389/fnins.2023.1187252, "
+         "Table 3, https://pmc.ncbi.nlm.nih.gov/articles/PMC10326429/table/T3/ (Loihi, Davies "
+         "et al. 2018: 23.6 pJ per synaptic operation; Loihi 2: NA)",
 }
 
 
