@@ -74,7 +74,8 @@ def _find_spikes(row, found, one):
 @numba.njit(inline="always")
 def _add_rows(out, o_at, weights, w_at, first, last, length):
     """``out[o_at + o] += sum of weights[w_at[j] + o]`` for j in [first, last), o < length: four
-    rows summed per pass over ``out``, so one load and store of ``out`` serves four spikes."""
+    rows summed per pass over ``out`` (then two, then one, for the rest), so one load and store of
+    ``out`` serves up to four spikes."""
     # Unsigned offsets: numba then knows every index is >= 0 and emits no wraparound branch,
     # which would keep LLVM from vectorising the loops.
     o_at, length = np.uint64(o_at), np.uint64(length)
@@ -85,6 +86,11 @@ def _add_rows(out, o_at, weights, w_at, first, last, length):
         for o in range(length):
             out[o_at + o] += (weights[a + o] + weights[b + o]) + (weights[c + o] + weights[d + o])
         j += 4
+    if j + 2 <= last:
+        a, b = np.uint64(w_at[j]), np.uint64(w_at[j + 1])
+        for o in range(length):
+            out[o_at + o] += weights[a + o] + weights[b + o]
+        j += 2
     while j < last:
         a = np.uint64(w_at[j])
         for o in range(length):
