@@ -25,9 +25,10 @@ from neuro_emu.ops.spike_conv import (
 )
 
 # Crossover sparsity of the Numba path against torch's dense convolution, VGG 128@16x16, batch
-# 32 x T 4, on the 2-core CPU: 83.7% (bench/results/sparse_conv-cpu-amd-epyc-2cores.md). Other
-# layer shapes cross between 71.2% and 96.6% (1x1 stride-2 shortcuts the latest).
-DEFAULT_SPARSE_THRESHOLD = 0.84
+# 32 x T 4, on the 2-core CPU: 80.8% (bench/results/sparse_conv-cpu-amd-epyc-2cores.md, commit
+# a02471f). Other 3x3 layer shapes cross between 75.2% and 87.3%, the 1x1 stride-2 shortcuts at
+# about 96%.
+DEFAULT_SPARSE_THRESHOLD = 0.81
 
 
 class _SparseWhenItPays:
