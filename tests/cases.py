@@ -5,8 +5,11 @@ from __future__ import annotations
 import itertools
 import math
 import os
+import subprocess
 from dataclasses import dataclass
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -126,3 +129,32 @@ def assert_close(name: str, a: torch.Tensor, b: torch.Tensor, atol: float) -> No
     assert a.dtype == b.dtype, f"{name}: dtype {a.dtype} vs {b.dtype}"
     mismatch = compare_tensors(a, b, atol)
     assert mismatch.count == 0, f"{name} (atol {atol:g}): {mismatch.describe()}"
+
+
+# Lava's golden vectors (tests/golden): the configs a file holds, and recording them live.
+GOLDEN_DIR = Path(__file__).parent / "golden"
+
+
+def golden_configs(path: Path) -> list[str]:
+    """The config names a golden file holds (none when it is absent)."""
+    if not path.exists():
+        return []
+    with np.load(path) as data:
+        return sorted({key.split(".")[0] for key in data.files if not key.startswith("_meta")})
+
+
+LIVE_LAVA = pytest.mark.skipif(
+    not os.environ.get("NEURO_EMU_LAVA_PYTHON"),
+    reason="set NEURO_EMU_LAVA_PYTHON to a Python with lava-nc (3.10) to run Lava",
+)
+
+
+def record_live_golden(script: str, out: Path) -> list[str]:
+    """Run ``tests/golden/<script>`` under Lava's Python into ``out``; the configs it wrote."""
+    subprocess.run(
+        [os.environ["NEURO_EMU_LAVA_PYTHON"], str(GOLDEN_DIR / script)],
+        env={**os.environ, "NEURO_EMU_GOLDEN_OUT": str(out)}, check=True, capture_output=True,
+    )
+    configs = golden_configs(out)
+    assert configs
+    return configs

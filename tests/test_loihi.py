@@ -4,8 +4,6 @@ every backend against every other (integer arithmetic: zero deviations everywher
 from __future__ import annotations
 
 import itertools
-import os
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -14,19 +12,18 @@ import torch
 
 from neuro_emu.loihi import PreparedDenseLIF, lava_weights, run_dense_lif
 from neuro_emu.ops import available_backends
-from tests.cases import assert_identical, device_for
+from tests.cases import (
+    GOLDEN_DIR,
+    LIVE_LAVA,
+    assert_identical,
+    device_for,
+    golden_configs,
+    record_live_golden,
+)
 
 BACKENDS = [b for b in ("torch", "numba", "triton") if b in available_backends(device_for(b))]
-GOLDEN = Path(__file__).parent / "golden" / "lava_dense_lif.npz"
+GOLDEN = GOLDEN_DIR / "lava_dense_lif.npz"
 PARAM_ORDER = ("weight_exp", "num_weight_bits", "num_message_bits", "du", "dv", "vth")
-
-
-def golden_configs(path: Path) -> list[str]:
-    """The config names a golden file holds (none when it is absent)."""
-    if not path.exists():
-        return []
-    with np.load(path) as data:
-        return sorted({key.split(".")[0] for key in data.files if not key.startswith("_meta")})
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -36,18 +33,11 @@ def test_matches_lava_traces(config, backend):
     compare_with_lava_file(GOLDEN, config, backend)
 
 
-@pytest.mark.skipif(not os.environ.get("NEURO_EMU_LAVA_PYTHON"),
-                    reason="set NEURO_EMU_LAVA_PYTHON to a Python with lava-nc (3.10) to run Lava")
+@LIVE_LAVA
 def test_matches_lava_live(tmp_path):
     """Where Lava runs, record its traces now (~1 min) and compare them too."""
     out = tmp_path / "live.npz"
-    subprocess.run(
-        [os.environ["NEURO_EMU_LAVA_PYTHON"], str(GOLDEN.parent / "make_lava_golden.py")],
-        env={**os.environ, "NEURO_EMU_GOLDEN_OUT": str(out)}, check=True, capture_output=True,
-    )
-    configs = golden_configs(out)
-    assert configs
-    for config in configs:
+    for config in record_live_golden("make_lava_golden.py", out):
         compare_with_lava_file(out, config, "numba")
 
 
@@ -111,10 +101,10 @@ def test_backends_agree_exactly(seed, graded, sign):
 def test_prepared_layer_reruns_exactly_across_neuron_blocks(graded):
     """The numba engine's neuron blocks (a partial last one too) and a prepared layer reused on
     new inputs and initial states give the torch spec's traces."""
-    from neuro_emu.reference.loihi_dense_lif import BLOCK
+    from neuro_emu.reference.loihi_dense_lif import MAX_BLOCK
 
     gen = torch.Generator().manual_seed(7)
-    n_out, n_in = 2 * BLOCK + 37, 40
+    n_out, n_in = 2 * MAX_BLOCK + 37, 40
     weights = torch.randint(-300, 300, (n_out, n_in), generator=gen)
     params = dict(weight_exp=-1, num_weight_bits=7, num_message_bits=8 if graded else 0,
                   du=torch.randint(-1, 4096, (n_out,), generator=gen), dv=1000,
@@ -192,7 +182,7 @@ def test_errors(kwargs, error, message):
         run_dense_lif(**args)
 
 
-GOLDEN_STACK = Path(__file__).parent / "golden" / "lava_dense_lif_stack.npz"
+GOLDEN_STACK = GOLDEN_DIR / "lava_dense_lif_stack.npz"
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

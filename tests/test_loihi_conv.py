@@ -4,8 +4,6 @@ computations, and every backend against every other (integer arithmetic: zero de
 from __future__ import annotations
 
 import itertools
-import os
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -16,19 +14,18 @@ import torch.nn.functional as F
 from neuro_emu.loihi import lava_weights, run_conv_lif, run_dense_lif
 from neuro_emu.ops import available_backends
 from neuro_emu.ops.loihi_conv import conv_input
-from tests.cases import assert_identical, device_for
+from tests.cases import (
+    GOLDEN_DIR,
+    LIVE_LAVA,
+    assert_identical,
+    device_for,
+    golden_configs,
+    record_live_golden,
+)
 
 BACKENDS = [b for b in ("torch", "numba", "triton") if b in available_backends(device_for(b))]
-GOLDEN = Path(__file__).parent / "golden" / "lava_conv_lif.npz"
+GOLDEN = GOLDEN_DIR / "lava_conv_lif.npz"
 GEOMETRY = ("stride", "padding", "dilation")
-
-
-def golden_configs(path: Path) -> list[str]:
-    """The config names a golden file holds (none when it is absent)."""
-    if not path.exists():
-        return []
-    with np.load(path) as data:
-        return sorted({key.split(".")[0] for key in data.files if not key.startswith("_meta")})
 
 
 def load_config(path: Path, config: str) -> tuple[dict, dict]:
@@ -84,18 +81,11 @@ def test_golden_covers_both_handlings_and_the_edges():
     assert min(wrapped_u, saturated_v, graded, asymmetric, depthwise) >= 1
 
 
-@pytest.mark.skipif(not os.environ.get("NEURO_EMU_LAVA_PYTHON"),
-                    reason="set NEURO_EMU_LAVA_PYTHON to a Python with lava-nc (3.10) to run Lava")
+@LIVE_LAVA
 def test_matches_lava_live(tmp_path):
     """Where Lava runs, record its traces now (~3 min) and compare them too."""
     out = tmp_path / "live.npz"
-    subprocess.run(
-        [os.environ["NEURO_EMU_LAVA_PYTHON"], str(GOLDEN.parent / "make_lava_golden_conv.py")],
-        env={**os.environ, "NEURO_EMU_GOLDEN_OUT": str(out)}, check=True, capture_output=True,
-    )
-    configs = golden_configs(out)
-    assert configs
-    for config in configs:
+    for config in record_live_golden("make_lava_golden_conv.py", out):
         compare_with_lava_file(out, config, "numba")
 
 
