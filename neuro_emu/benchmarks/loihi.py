@@ -299,11 +299,14 @@ def _markdown(
             "virtualenv with lava-nc 0.10.0 (see its docstring) for the comparison.",
         ]
     else:
+        repeats = ", ".join(f"{r['n_in']} x {r['n_out']} x {r['T']}: {r['repeats']}"
+                            for r in lava["rows"])
         lines += [
             "",
             f"Lava {lava['lava']} (Python {lava['python']}, numpy {lava['numpy']}) on "
             f"`{lava['cpu']}`, {lava['date']}, `{lava['command']}` (`{path.name}`), "
-            f"`{lava['run_cfg']}`, the median over {lava['rows'][0]['repeats']} fresh networks. "
+            f"`{lava['run_cfg']}`, the median over each shape's fresh networks ({repeats}; the "
+            "file's rows may come from several runs, the command above being the last). "
             '"Lava run": a second `run(RunSteps(T))` of a started network (steady state: no '
             'compile, no process start-up, weights already preprocessed); "Lava fresh": compile '
             '+ runtime start + the first `run` of T steps. "x Lava" divides Lava\'s median by '
