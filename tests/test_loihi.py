@@ -172,6 +172,8 @@ def test_lava_weight_rules():
         (dict(weights=torch.ones(2, 3)), TypeError, "weights must hold integers"),
         (dict(in_spikes=torch.ones(4, 5, dtype=torch.long)), ValueError, "5 inputs per step"),
         (dict(backend="cuda"), ValueError, "backend must be"),
+        (dict(weights=torch.ones(0, 3, dtype=torch.long)), ValueError, r"got shape \(0, 3\)"),
+        (dict(in_spikes=torch.ones(4, 3)), TypeError, "in_spikes must hold integers"),
     ],
 )
 def test_errors(kwargs, error, message):

@@ -94,6 +94,9 @@ class PreparedDenseLIF:
             raise ValueError("weights must be a tensor [n_out, n_in]")
         if weights.dtype.is_floating_point or weights.dtype.is_complex:
             raise TypeError(f"weights must hold integers, got {weights.dtype}")
+        if weights.numel() == 0:
+            raise ValueError(f"weights must connect at least one input to one neuron, got shape "
+                             f"{tuple(weights.shape)}")
         if not 1 <= num_weight_bits <= 8:
             raise ValueError(f"num_weight_bits must be in 1..8, got {num_weight_bits}")
         if num_message_bits < 0:
