@@ -106,8 +106,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _demo_train_and_convert() -> int:
-    """Sections 5 and 6 of the demo: SNN vs ANN training, then conversion, on the shipped subset
-    (3,000 training images: a smoke run of the workflows, not of their accuracy)."""
+    """Sections 5 to 7 of the demo: SNN vs ANN training, conversion, then the converted network
+    on the Loihi emulator, on the shipped subset (3,000 training images: a smoke run of the
+    workflows, not of their accuracy)."""
     import tempfile
 
     common = ["--width", "0.25", "--batch-size", "64", "--data", "subset"]
@@ -118,8 +119,12 @@ def _demo_train_and_convert() -> int:
         print("\n-- 6. A QCFS ANN (2 epochs on the subset) converted to IF neurons, T sweep --")
         status = max(status, main(["train", "--model", "ann-vgg", "--qcfs-levels", "4",
                                    "--epochs", "2", *common, "--out", f"{out}/qcfs"]))
-        return max(status, main(["convert", "--checkpoint", f"{out}/qcfs/best.pt",
-                                 "--timesteps", "1", "2", "4", "8", "16", "32", "-q"]))
+        status = max(status, main(["convert", "--checkpoint", f"{out}/qcfs/best.pt",
+                                   "--timesteps", "1", "2", "4", "8", "16", "32", "-q"]))
+        print("\n-- 7. The converted network on the bit-accurate Loihi emulator (T = 16, 100 "
+              "test images): what quantization and Loihi's reset to 0 cost, and its resources --")
+        return max(status, main(["loihi", "--checkpoint", f"{out}/qcfs/best.pt", "-T", "16",
+                                 "--max-images", "100", "-q"]))
 
 
 def cmd_train(args: argparse.Namespace) -> int:
