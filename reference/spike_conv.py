@@ -59,16 +59,20 @@ def _find_spikes(row, found, one):
         if nonzero == 0:
             continue
         for i in range(b * per_block, (b + 1) * per_block):
-            if _is_spike(row[i], row.itemsize):
-                found[count] = i
-                count += 1
-                not_one += one >= 0 and row[i] != one
+            count, not_one = _keep_if_spike(row, i, found, count, not_one, one)
     for i in range(blocks * per_block, row.shape[0]):
-        if _is_spike(row[i], row.itemsize):
-            found[count] = i
-            count += 1
-            not_one += one >= 0 and row[i] != one
+        count, not_one = _keep_if_spike(row, i, found, count, not_one, one)
     return count, not_one
+
+
+@numba.njit(inline="always")
+def _keep_if_spike(row, i, found, count, not_one, one):
+    """Append i to ``found`` if row[i] is a spike, without a branch: the slot is always written
+    and the count advances by 0 or 1 (a branch mispredicts on a few percent of random spikes,
+    which at 95% sparsity cost more than the adds)."""
+    spike = _is_spike(row[i], row.itemsize)
+    found[count] = i
+    return count + spike, not_one + (spike and one >= 0 and row[i] != one)
 
 
 @numba.njit(inline="always")
@@ -145,15 +149,24 @@ def _conv2d_sample(row, weights, out, init, out_row_of, out_col_of, n, height, w
     if count == 0:
         return not_one
     # Counting sort by pixel: counts, their prefix sums (each pixel's start), then the scatter,
-    # which moves every start along to its pixel's end.
+    # which moves every start along to its pixel's end. The indices come in increasing order, so
+    # each one's channel is found by walking channel starts forward, not by a division per spike
+    # (measured: about 7% of the whole call at 95% sparsity).
     pixel_end[:] = 0
+    c_start = 0
     for j in range(count):
-        pixel_end[found[j] % plane + 1] += 1
+        while found[j] >= c_start + plane:
+            c_start += plane
+        pixel_end[found[j] - c_start + 1] += 1
     for p in range(plane):
         pixel_end[p + 1] += pixel_end[p]
+    c = c_start = 0
     for j in range(count):
-        p = found[j] % plane
-        channel[pixel_end[p]] = found[j] // plane
+        while found[j] >= c_start + plane:
+            c += 1
+            c_start += plane
+        p = found[j] - c_start
+        channel[pixel_end[p]] = c
         pixel_end[p] += 1
     w_at = found  # reused: the weight offsets of one pixel's active channels
     last = 0
