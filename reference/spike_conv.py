@@ -72,7 +72,7 @@ def _keep_if_spike(row, i, found, count, not_one, one):
     which at 95% sparsity cost more than the adds)."""
     spike = _is_spike(row[i], row.itemsize)
     found[count] = i
-    return count + spike, not_one + (spike and one >= 0 and row[i] != one)
+    return count + spike, not_one + (spike & (one >= 0) & (row[i] != one))
 
 
 @numba.njit(inline="always")
