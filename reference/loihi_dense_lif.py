@@ -58,13 +58,10 @@ def _transpose_mantissas(weights, low, high, drop, out):
                     out[i, o] = w >> drop
 
 
-def prepare(weights: torch.Tensor, num_weight_bits: int) -> Mantissas:
-    """Lava's clip and truncation of raw integer ``weights: [n_out, n_in]`` (see
-    ``neuro_emu.loihi.lava_weights``), as 8-bit mantissas ``[n_in, n_out]``."""
-    low, high = (int(v) for v in torch.aminmax(weights))
-    mixed = low < 0 < high
-    inhibitory = low < 0 and high <= 0
-    drop = 8 - num_weight_bits + int(mixed)
+def prepare(weights: torch.Tensor, mixed: bool, inhibitory: bool, drop: int) -> Mantissas:
+    """Lava's clip and truncation of raw integer ``weights: [n_out, n_in]`` in the sign mode
+    ``neuro_emu.loihi.lava_sign_mode`` gives (see ``neuro_emu.loihi.lava_weights``), as 8-bit
+    mantissas ``[n_in, n_out]``."""
     w = weights.to(torch.int64)
     if inhibitory:
         w = -w

@@ -29,17 +29,25 @@ from neuro_emu.ops.multistep_lif import backend_unavailable_reason
 IntLike = int | np.ndarray | torch.Tensor
 
 
+def lava_sign_mode(low: int, high: int, num_weight_bits: int) -> tuple[bool, bool, int]:
+    """Lava's Dense sign mode for weights in ``[low, high]`` (spec section 3): ``(mixed,
+    inhibitory, drop)``, drop being how many low bits its truncation clears. Excitatory weights
+    (all >= 0) are neither mixed nor inhibitory."""
+    mixed = low < 0 < high
+    return mixed, low < 0 and high <= 0, 8 - num_weight_bits + int(mixed)
+
+
 def lava_weights(weights: torch.Tensor, num_weight_bits: int = 8) -> torch.Tensor:
     """The weights Lava's bit-accurate Dense actually uses (spec section 3), as int16.
 
-    The sign mode comes from the weights: excitatory (all >= 0), inhibitory (all <= 0) or mixed.
-    They are clipped to 8 bits of magnitude ([0, 255], or [-256, 255] when mixed), then their
-    ``8 - num_weight_bits`` (+1 when mixed) lowest bits are cleared: toward -inf for
-    excitatory and mixed weights, toward zero (in magnitude) for inhibitory ones.
+    The sign mode comes from the weights (:func:`lava_sign_mode`): excitatory (all >= 0),
+    inhibitory (all <= 0) or mixed. They are clipped to 8 bits of magnitude ([0, 255], or
+    [-256, 255] when mixed), then their ``8 - num_weight_bits`` (+1 when mixed) lowest bits are
+    cleared: toward -inf for excitatory and mixed weights, toward zero (in magnitude) for
+    inhibitory ones.
     """
     low, high = (int(v) for v in torch.aminmax(weights))
-    mixed = low < 0 < high
-    inhibitory = low < 0 and high <= 0
+    mixed, inhibitory, drop = lava_sign_mode(low, high, num_weight_bits)
     # One narrowing copy to int16 (after a clamp only if some raw weight does not fit), then
     # in place: a fresh full-width temporary per step costs more in page faults than the math.
     fits = -(2**15) < low and high < 2**15
@@ -47,7 +55,6 @@ def lava_weights(weights: torch.Tensor, num_weight_bits: int = 8) -> torch.Tenso
     if inhibitory:
         w.neg_()
     w.clamp_(-256 if mixed else 0, 255)
-    drop = 8 - num_weight_bits + int(mixed)
     w.bitwise_right_shift_(drop).bitwise_left_shift_(drop)
     return w.neg_() if inhibitory else w
 
@@ -122,7 +129,10 @@ class PreparedDenseLIF:
             if reason is not None:
                 raise RuntimeError(f"backend='numba' is not available: {reason}")
             self._fused = importlib.import_module("neuro_emu.reference.loihi_dense_lif")
-            self._weights = self._fused.prepare(weights, num_weight_bits)
+            low, high = (int(v) for v in torch.aminmax(weights))
+            self._weights = self._fused.prepare(
+                weights, *lava_sign_mode(low, high, num_weight_bits)
+            )
         else:
             self._weights = lava_weights(weights, num_weight_bits)
 
@@ -185,12 +195,6 @@ def run_dense_lif(
         The traces ``u, v, s``, each ``[T, n_out]`` int32, as Lava's ``Var.get()`` shows them
         after every step.
     """
-    if not isinstance(in_spikes, torch.Tensor) or in_spikes.dim() != 2:
-        raise ValueError("in_spikes must be a tensor [T, n_in]")
-    if isinstance(weights, torch.Tensor) and weights.dim() == 2 \
-            and in_spikes.shape[1] != weights.shape[1]:
-        raise ValueError(f"in_spikes has {in_spikes.shape[1]} inputs per step, weights expect "
-                         f"{weights.shape[1]}")
     prepared = PreparedDenseLIF(
         weights, weight_exp=weight_exp, num_weight_bits=num_weight_bits,
         num_message_bits=num_message_bits, du=du, dv=dv, vth=vth, bias_mant=bias_mant,
