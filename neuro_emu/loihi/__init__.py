@@ -335,6 +335,6 @@ from neuro_emu.loihi.resources import resource_report  # noqa: E402
 
 __all__ = [
     "DenseLIF", "LoihiNetwork", "PreparedDenseLIF", "evaluate_accuracy", "fold_network",
-    "lava_weights", "quantize_network", "resource_report", "run_conv_lif", "run_dense_lif",
-    "run_dense_lif_stack",
+    "lava_sign_mode", "lava_weights", "quantize_network", "resource_report", "run_conv_lif",
+    "run_dense_lif", "run_dense_lif_stack",
 ]
