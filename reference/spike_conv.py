@@ -31,6 +31,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 import torch
+from numba.cpython.unsafe.numbers import trailing_zeros
 
 
 @numba.njit(inline="always")
@@ -47,7 +48,11 @@ def _find_spikes(row, found, one):
 
     Reads 64 bytes at a time (8 words OR-ed, a branch-free block LLVM keeps in registers) and
     looks inside only the nonzero blocks: at 99% sparsity most blocks of 64 uint8 (or 16
-    float32) spikes are zero. Measured 4.5x faster than a branch per 8-byte word."""
+    float32) spikes are zero. Measured 4.5x faster than a branch per 8-byte word. Inside a
+    block, a bit mask of its spikes (a loop LLVM vectorises) is walked by trailing-zero count,
+    one step per spike: VGG 128@16x16 at 99% sparsity, 2.44 -> 2.11 ms for the whole call
+    against a branch-free append of every value of the block (:func:`_keep_if_spike`, which
+    still takes the tail)."""
     per_block = 64 // row.itemsize
     blocks = row.shape[0] // per_block
     words = row[:blocks * per_block].view(np.uint64)
@@ -58,8 +63,17 @@ def _find_spikes(row, found, one):
             nonzero |= words[b * 8 + k]
         if nonzero == 0:
             continue
-        for i in range(b * per_block, (b + 1) * per_block):
-            count, not_one = _keep_if_spike(row, i, found, count, not_one, one)
+        base = b * per_block
+        mask = np.uint64(0)
+        for k in range(per_block):
+            value = row[base + k]
+            spike = _is_spike(value, row.itemsize)
+            mask |= np.uint64(spike) << np.uint64(k)
+            not_one += spike & (one >= 0) & (value != one)
+        while mask != 0:
+            found[count] = base + trailing_zeros(mask)
+            count += 1
+            mask &= mask - np.uint64(1)
     for i in range(blocks * per_block, row.shape[0]):
         count, not_one = _keep_if_spike(row, i, found, count, not_one, one)
     return count, not_one
