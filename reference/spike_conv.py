@@ -62,7 +62,8 @@ def _find_spikes(row, found, one):
     block, a bit mask of its spikes (a loop LLVM vectorises) is walked by trailing-zero count,
     one step per spike: VGG 128@16x16 at 99% sparsity, 2.44 -> 2.11 ms for the whole call
     against a branch-free append of every value of the block (:func:`_keep_if_spike`, which
-    still takes the tail)."""
+    still takes the tail). A table of set-bit positions per byte of the mask, copied without a
+    branch, measured 8-22% slower for the whole call (95% and 99%, three VGG shapes)."""
     per_block = 64 // row.itemsize
     blocks = row.shape[0] // per_block
     words = row[:blocks * per_block].view(np.uint64)
