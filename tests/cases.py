@@ -112,9 +112,14 @@ CASES = _cases()
 CASE_PARAMS = [pytest.param(case, id=case.name) for case in CASES]
 
 
+def runnable_backends(names: tuple[str, ...] | list[str] = tuple(BACKENDS)) -> list[str]:
+    """Those of ``names`` that can run here, each on the device :func:`device_for` gives it."""
+    return [b for b in names if b in available_backends(device_for(b))]
+
+
 def backend_pairs(case: NeuronCase) -> list[tuple[str, str]]:
     """Every pair of backends that can run ``case`` here, for an all-against-all comparison."""
-    backends = [b for b in BACKENDS if b in available_backends(device_for(b))]
+    backends = runnable_backends()
     if os.environ.get("TRITON_INTERPRET") == "1" and case.numel > INTERPRETED_MAX_ELEMENTS:
         backends = [b for b in backends if b != "triton"]
     return list(itertools.combinations(backends, 2))

@@ -11,7 +11,6 @@ import pytest
 import torch
 
 from neuro_emu.loihi import PreparedDenseLIF, lava_weights, run_dense_lif
-from neuro_emu.ops import available_backends
 from tests.cases import (
     GOLDEN_DIR,
     LIVE_LAVA,
@@ -19,9 +18,10 @@ from tests.cases import (
     device_for,
     golden_configs,
     record_live_golden,
+    runnable_backends,
 )
 
-BACKENDS = [b for b in ("torch", "numba", "triton") if b in available_backends(device_for(b))]
+BACKENDS = runnable_backends()
 GOLDEN = GOLDEN_DIR / "lava_dense_lif.npz"
 PARAM_ORDER = ("weight_exp", "num_weight_bits", "num_message_bits", "du", "dv", "vth")
 

@@ -12,7 +12,6 @@ import torch
 import torch.nn.functional as F
 
 from neuro_emu.loihi import lava_weights, run_conv_lif, run_dense_lif
-from neuro_emu.ops import available_backends
 from neuro_emu.ops.loihi_conv import conv_input
 from tests.cases import (
     GOLDEN_DIR,
@@ -21,9 +20,10 @@ from tests.cases import (
     device_for,
     golden_configs,
     record_live_golden,
+    runnable_backends,
 )
 
-BACKENDS = [b for b in ("torch", "numba", "triton") if b in available_backends(device_for(b))]
+BACKENDS = runnable_backends()
 GOLDEN = GOLDEN_DIR / "lava_conv_lif.npz"
 GEOMETRY = ("stride", "padding", "dilation")
 

@@ -30,10 +30,9 @@ from neuro_emu.loihi.resources import (
     STATE_BITS_PER_NEURON,
     resource_report,
 )
-from neuro_emu.ops import available_backends
-from tests.cases import assert_identical, device_for
+from tests.cases import assert_identical, runnable_backends
 
-BACKENDS = [b for b in ("torch", "numba", "triton") if b in available_backends(device_for(b))]
+BACKENDS = runnable_backends()
 
 
 def neuron(v_th: float = 1.0, **kw) -> IF:

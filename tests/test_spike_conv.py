@@ -10,10 +10,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from neuro_emu.ops import available_backends, float_error_bound, spike_conv2d, spike_linear
-from tests.cases import assert_identical, device_for
+from neuro_emu.ops import float_error_bound, spike_conv2d, spike_linear
+from tests.cases import assert_identical, device_for, runnable_backends
 
-SPARSE_BACKENDS = [b for b in ("numba", "triton") if b in available_backends(device_for(b))]
+SPARSE_BACKENDS = runnable_backends(("numba", "triton"))
 SPARSITIES = {"dense0": 0.0, "half": 0.5, "sparse99": 0.99, "zeros": 1.0, "ones": -1.0}
 
 
