@@ -117,6 +117,19 @@ def _spike_linear_kernel(
     _add_rows(out_ptr, w_ptr, (b_flat // F) * CO, (b_flat % F) * CO, m_e, o_o, m_o)
 
 
+def conv_weight_rows(weight: torch.Tensor, groups: int) -> torch.Tensor:
+    """weight: [O, C/g, KH, KW] -> [C, KH, KW, O/g] contiguous: one row per (input channel,
+    kernel offset), holding that channel's group of output channels."""
+    out_channels, group_in, kernel_h, kernel_w = weight.shape
+    group_out = out_channels // groups
+    return (
+        weight.view(groups, group_out, group_in, kernel_h, kernel_w)
+        .permute(0, 2, 3, 4, 1)
+        .reshape(groups * group_in, kernel_h, kernel_w, group_out)
+        .contiguous()
+    )
+
+
 def _blocks(width: int) -> tuple[int, int]:
     """(BLOCK_E, BLOCK_O) for rows of ``width`` output channels: the row in as few channel
     blocks as MAX_BLOCK_O allows, events filling the rest of the TILE."""
@@ -134,14 +147,15 @@ def _events(spikes: torch.Tensor, out: torch.Tensor) -> torch.Tensor | None:
 
 
 def spike_conv2d(
-    spikes: torch.Tensor, weight_t: torch.Tensor, out: torch.Tensor, init: torch.Tensor,
+    spikes: torch.Tensor, weight: torch.Tensor, out: torch.Tensor, init: torch.Tensor,
     stride: tuple[int, int], padding: tuple[int, int], dilation: tuple[int, int], groups: int,
 ) -> None:
     """Write ``init + conv2d(spikes, weight)`` into ``out``, with adds only.
 
-    spikes: [N, C, H, W] binary, any dtype. weight_t: [C, KH, KW, OG] contiguous, float32 or
-    int8: the conv weight [O, C/groups, KH, KW] with input channel c (group g = c // (C/groups))
-    at offset (ky, kx) contributing weight_t[c, ky, kx, :] to channels g*OG .. g*OG+OG-1.
+    spikes: [N, C, H, W] binary, any dtype. weight: [O, C/groups, KH, KW] contiguous, float32 or
+    int8; it is read as ``weight_t = conv_weight_rows(weight, groups)``, [C, KH, KW, OG], where
+    input channel c (group g = c // (C/groups)) at offset (ky, kx) contributes
+    weight_t[c, ky, kx, :] to channels g*OG .. g*OG+OG-1.
     out: [N, OH, OW, groups, OG] contiguous, float32 (float32 weights) or int32 (int8 weights),
     overwritten; init: [groups, OG], the bias or zeros, which every output starts from. For every
     spike (n, c, y, x) and (ky, kx) with
@@ -149,6 +163,7 @@ def spike_conv2d(
     out[n, oy, ox, g, :] += weight_t[c, ky, kx, :]. Float order: see the module docstring.
     """
     _, channels, height, width = spikes.shape
+    weight_t = conv_weight_rows(weight, groups)
     _, kh, kw, og = weight_t.shape
     _, oh, ow, _, _ = out.shape
     out.copy_(init.expand(out.shape))
