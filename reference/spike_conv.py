@@ -28,9 +28,12 @@ as this kernel): a gather per output pixel, 3.45 against 2.66 ms at 99% sparsity
 gather from a counting sort of (spike, tap) pairs by output pixel, 3.15 against 2.82 ms (the sort
 of nine entries per spike outweighs the adds it groups); runs grouped by output row across the KH
 input rows that reach it (up to 4x more rows summed per pass at 99%), 2.78 against 2.68 ms; sums
-of eight rows per pass, 6.10 against 6.11 ms at 95%. The adds read every weight row from L2 (the
-weights are 590 KB, one 4.6 KB block per channel), about 20 bytes a cycle per core at 95%: more
-rows per pass do not cut that traffic.
+of eight rows per pass, 6.10 against 6.11 ms at 95%; each sample summed in a per-thread buffer
+and then written out by non-temporal (cache-bypassing) stores, 2.20 against 1.96 ms at 99% for
+the kernel alone (it saves the output's read-for-ownership, 0.1 ms on an all-zero input, but
+with spikes it lost; why was not found), or by an ordinary copy, 2.11 ms. The adds read every
+weight row from L2 (the weights are 590 KB, one 4.6 KB block per channel), about 20 bytes a
+cycle per core at 95%: more rows per pass do not cut that traffic.
 
 Integer mode: int8 weights are widened in the add and accumulate in int32, exact whatever the
 order.
