@@ -25,10 +25,10 @@ from neuro_emu.ops.spike_conv import (
 )
 
 # Crossover sparsity of the Numba path against torch's dense convolution, VGG 128@16x16, batch
-# 32 x T 4, on the 2-core CPU: 75.9%, 76.6% and 74.8% in three runs of this kernel (commits
-# fdafba9, 0df40b0 twice; bench/results/sparse_conv-cpu-amd-epyc-2cores.md holds the last, where
-# the other 3x3 layer shapes cross between 73.3% and 84.6%, the 1x1 stride-2 shortcuts near 96%).
-DEFAULT_SPARSE_THRESHOLD = 0.76
+# 32 x T 4, on the 2-core CPU: 78.0%, 78.2%, 76.6% and 78.5% in four runs at commit c127893
+# (bench/results/sparse_conv-cpu-amd-epyc-2cores.md holds the last, where the other 3x3 layer
+# shapes cross between 72.6% and 84.7%, the 1x1 stride-2 shortcuts between 92.8% and 95.0%).
+DEFAULT_SPARSE_THRESHOLD = 0.78
 
 
 class _SparseWhenItPays:
