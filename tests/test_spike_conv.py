@@ -214,6 +214,31 @@ def test_check_false_skips_the_value_check():
     assert out.shape == (1, 1, 3, 3)
 
 
+@pytest.mark.parametrize("backend", SPARSE_BACKENDS)
+def test_ops_train_through_the_dense_path_only(backend):
+    """With autograd on and a weight that requires grad, "auto" takes the dense path (same
+    gradients as F.conv2d / F.linear) and a sparse backend named outright refuses; under
+    no_grad the sparse backend runs."""
+    dev = device_for(backend)
+    spikes = make_spikes((2, 4, 6, 6), 0.9).to(dev)
+    weight = torch.randn(3, 4, 3, 3, device=dev, requires_grad=True)
+    weight_linear = torch.randn(5, 144, device=dev, requires_grad=True)
+    for op, args, dense in (
+        (spike_conv2d, (spikes, weight), F.conv2d(spikes, weight)),
+        (spike_linear, (spikes.view(2, -1), weight_linear),
+         F.linear(spikes.view(2, -1), weight_linear)),
+    ):
+        out = op(*args, backend="auto")
+        grad, = torch.autograd.grad(out.sum(), args[1])
+        expected, = torch.autograd.grad(dense.sum(), args[1])
+        torch.testing.assert_close(grad, expected)
+        with pytest.raises(RuntimeError, match="no backward"):
+            op(*args, backend=backend)
+        with torch.no_grad():
+            torch.testing.assert_close(op(*args, backend=backend), dense.detach(), atol=1e-5,
+                                       rtol=1e-5)
+
+
 def test_layers_train_through_the_dense_path():
     from neuro_emu.layers import SpikingConv2d
 

@@ -19,7 +19,9 @@ it against a float64 reference.
 Backends: ``"dense"`` (``F.conv2d`` / ``F.linear``; integer mode in float64, exact for int8
 weights), ``"numba"`` (CPU), ``"triton"`` (CUDA, or Triton's interpreter with
 ``TRITON_INTERPRET=1``), ``"auto"`` (Triton on CUDA, Numba on CPU). The sparse backends return
-the convolution output in channels-last memory format, their native layout.
+the convolution output in channels-last memory format, their native layout. Only the dense path
+has a backward: ``"auto"`` takes it whenever autograd needs one (grad mode on and an input that
+requires grad), and a sparse backend named outright is then an error.
 """
 
 from __future__ import annotations
@@ -124,15 +126,26 @@ def _pair(value: IntPair, name: str) -> tuple[int, int]:
     raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
 
 
-def _resolve(backend: str, spikes: torch.Tensor) -> str:
+def _resolve(backend: str, spikes: torch.Tensor, *tensors: torch.Tensor | None) -> str:
+    """The backend to run; ``tensors``: the op's other inputs. Only the dense path has a backward,
+    so "auto" takes it when autograd needs one, and a sparse backend is then an error."""
+    needs_grad = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (spikes, *tensors)
+    )
     if backend == "dense":
         return backend
     if backend == "auto":
         preferred = "triton" if spikes.device.type == "cuda" else "numba"
         available = backend_unavailable_reason(preferred, spikes.device) is None
-        return preferred if available else "dense"
+        return preferred if available and not needs_grad else "dense"
     if backend not in _KERNEL_MODULES:
         raise ValueError(f"backend must be 'auto', 'dense', 'numba' or 'triton', got {backend!r}")
+    if needs_grad:
+        raise RuntimeError(
+            f"backend={backend!r} has no backward (the sparse backends serve inference) and an "
+            "input requires grad: use backend='dense' or 'auto' to train through the op, or run "
+            "it under torch.no_grad()"
+        )
     reason = backend_unavailable_reason(backend, spikes.device)
     if reason is not None:
         raise RuntimeError(f"backend={backend!r} is not available: {reason}")
@@ -204,7 +217,7 @@ def spike_conv2d(
         )
     out_shape = _conv_out_shape(spikes.shape, weight.shape, stride, padding, dilation, groups)
     _check_bias(bias, mode, weight.shape[0], spikes.device)
-    backend = _resolve(backend, spikes)
+    backend = _resolve(backend, spikes, weight, bias)
     if backend == "dense":
         check_spikes(spikes, 4, check)
         return _dense(F.conv2d, spikes, weight, bias, mode, stride, padding, dilation, groups)
@@ -237,7 +250,7 @@ def spike_linear(
         raise ValueError(f"weight is on {weight.device} but spikes are on {spikes.device}")
     F.linear(torch.empty(spikes.shape, device="meta"), torch.empty(weight.shape, device="meta"))
     _check_bias(bias, mode, weight.shape[0], spikes.device)
-    backend = _resolve(backend, spikes)
+    backend = _resolve(backend, spikes, weight, bias)
     if backend == "dense":
         check_spikes(spikes, 2, check)
         return _dense(F.linear, spikes, weight, bias, mode)
