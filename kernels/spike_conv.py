@@ -182,20 +182,22 @@ def spike_conv2d(
         )
 
 
-def spike_linear(spikes: torch.Tensor, weight_t: torch.Tensor, out: torch.Tensor,
+def spike_linear(spikes: torch.Tensor, weight: torch.Tensor, out: torch.Tensor,
                  init: torch.Tensor) -> None:
     """Write ``init + linear(spikes, weight)`` into ``out``, with adds only.
 
-    spikes: [N, F] binary, any dtype. weight_t: [F, O] contiguous, float32 or int8 (the Linear
-    weight transposed). out: [N, O] contiguous, float32 or int32, overwritten, starting from
-    init: [O], the bias or zeros; out[n, :] += weight_t[i, :] for every spike (n, i). Float
-    order: see the module docstring.
+    spikes: [N, F] binary, any dtype. weight: [O, F] contiguous, float32 or int8 (the Linear
+    weight), read as ``weight_t = weight.t()`` made contiguous, [F, O]: one pass over the weight,
+    so that each spike's row is contiguous. out: [N, O] contiguous, float32 or int32, overwritten,
+    starting from init: [O], the bias or zeros; out[n, :] += weight_t[i, :] for every spike
+    (n, i). Float order: see the module docstring.
     """
-    features, width = weight_t.shape
     out.copy_(init.expand(out.shape))
     events = _events(spikes, out)
     if events is None:
         return
+    weight_t = weight.t().contiguous()
+    features, width = weight_t.shape
     n_events = events.numel()
     block_e, block_o = _blocks(width)
     grid = (triton.cdiv(n_events, block_e), triton.cdiv(width, block_o))

@@ -17,12 +17,7 @@ import torch
 from torch import nn
 
 from neuro_emu.ops import spike_conv2d, spike_linear
-from neuro_emu.ops.spike_conv import (
-    SparseBackend,
-    check_spikes,
-    raise_if_not_binary,
-    transposed_weight,
-)
+from neuro_emu.ops.spike_conv import SparseBackend, check_spikes, raise_if_not_binary
 
 # Crossover sparsity of the Numba path against torch's dense convolution, VGG 128@16x16, batch
 # 32 x T 4, on the 2-core CPU: 78.0%, 78.2%, 76.6% and 78.5% in four runs at commit c127893
@@ -125,23 +120,12 @@ class SpikingLinear(nn.Linear, _SparseWhenItPays):
     ) -> None:
         super().__init__(in_features, out_features, bias)
         self._set_dispatch(backend, sparse_threshold, check, folded)
-        self._weight_t: tuple[tuple, torch.Tensor] | None = None  # (weight version key, copy)
-
-    def _kernel_weight(self) -> torch.Tensor:
-        """The transposed weight, remade only when the weight changed (an optimiser step or any
-        in-place update bumps its version)."""
-        w = self.weight
-        key = (w.data_ptr(), w._version, w.dtype, w.device)
-        if self._weight_t is None or self._weight_t[0] != key:
-            self._weight_t = (key, transposed_weight(w.detach()))
-        return self._weight_t[1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _time_batch_check(x, 2 if self.folded else 3, "[T * B, F]" if self.folded else "[T, B, F]")
         flat = x if self.folded else x.flatten(0, 1)
         if self._use_sparse(flat, 2):
-            out = spike_linear(flat, self.weight, self.bias, backend=self.backend, check=False,
-                               weight_t=self._kernel_weight())
+            out = spike_linear(flat, self.weight, self.bias, backend=self.backend, check=False)
         else:
             out = super().forward(flat)
         return out if self.folded else out.unflatten(0, x.shape[:2])

@@ -225,10 +225,8 @@ def spike_conv2d(
     group_out = out_channels // groups
     bias = None if bias is None else bias.view(groups, group_out)
     out, init = _accumulator((n, out_h, out_w, groups, group_out), mode, bias, spikes.device)
-    # Each backend lays the weight out as it reads it (a copy a call, see the kernels).
-    kernel_weight = weight.to(torch.int8 if mode == "int" else torch.float32).contiguous()
-    _run_kernel(backend, "spike_conv2d", spikes, check, kernel_weight, out, init, stride,
-                padding, dilation, groups)
+    _run_kernel(backend, "spike_conv2d", spikes, check, _kernel_weight(weight, mode), out, init,
+                stride, padding, dilation, groups)
     return out.view(n, out_h, out_w, out_channels).permute(0, 3, 1, 2)
 
 
@@ -238,12 +236,10 @@ def spike_linear(
     bias: torch.Tensor | None = None,
     backend: SparseBackend = "auto",
     check: bool = True,
-    weight_t: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``F.linear`` of binary spikes ``[N, F]`` with ``weight: [O, F]``, by additions only on the
     sparse backends. Returns ``[N, O]`` float32 (float mode) or int32 (integer mode). Arguments
-    and errors as :func:`spike_conv2d`; ``weight_t`` is :func:`transposed_weight` of ``weight``
-    when the caller keeps it (a layer does), saving the sparse path a copy of the weight."""
+    and errors as :func:`spike_conv2d`."""
     mode = _mode(weight)
     check_spikes(spikes, 2, check=False)  # the values: below, as in spike_conv2d
     if weight.device != spikes.device:
@@ -254,17 +250,15 @@ def spike_linear(
     if backend == "dense":
         check_spikes(spikes, 2, check)
         return _dense(F.linear, spikes, weight, bias, mode)
-    if weight_t is None:
-        weight_t = transposed_weight(weight)
     out, init = _accumulator((spikes.shape[0], weight.shape[0]), mode, bias, spikes.device)
-    _run_kernel(backend, "spike_linear", spikes, check, weight_t, out, init)
+    _run_kernel(backend, "spike_linear", spikes, check, _kernel_weight(weight, mode), out, init)
     return out
 
 
-def transposed_weight(weight: torch.Tensor) -> torch.Tensor:
-    """A Linear weight ``[O, F]`` as the sparse kernels read it: ``[F, O]`` contiguous, float32
-    (float mode) or int8 (integer mode)."""
-    return weight.t().to(torch.int8 if _mode(weight) == "int" else torch.float32).contiguous()
+def _kernel_weight(weight: torch.Tensor, mode: str) -> torch.Tensor:
+    """The weight as the kernels take it: contiguous float32 (float mode) or int8 (integer mode);
+    each backend lays it out as it reads it (see the kernels). No copy when it already is."""
+    return weight.to(torch.int8 if mode == "int" else torch.float32).contiguous()
 
 
 @functools.lru_cache(maxsize=256)
