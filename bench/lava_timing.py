@@ -90,17 +90,20 @@ def sha256(array: np.ndarray) -> str:
 
 def cpu_label() -> str:
     """``neuro_emu.benchmarks.device_label(torch.device("cpu"))``, without torch."""
-    model = "unknown"
+    model, flags = "unknown", set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith("model name") and model == "unknown":
                 model = line.split(":", 1)[1]
-                break
+            elif line.startswith("flags") and not flags:
+                flags = set(line.split(":", 1)[1].split())
     except OSError:
         pass
     model = re.sub(r"\((R|TM)\)|\bCPU\b|\bProcessor\b|@.*$", " ", model, flags=re.IGNORECASE)
     slug = re.sub(r"[^a-z0-9]+", "-", model.lower()).strip("-")[:48].strip("-") or "unknown"
-    return f"cpu-{slug}-{os.cpu_count()}cores"
+    vector = next((f"{isa}-" for isa, flag in (("avx512", "avx512f"), ("avx2", "avx2"))
+                   if flag in flags), "")
+    return f"cpu-{slug}-{vector}{os.cpu_count()}cores"
 
 
 def time_once(n_in: int, n_out: int, steps: int) -> dict:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -68,8 +69,6 @@ def test_console_script_help():
 @pytest.mark.parametrize("suite", SUITES)
 def test_bench_quick_writes_its_report(suite):
     """The benchmark suites run end to end on small shapes (their timings are not checked)."""
-    from pathlib import Path
-
     from neuro_emu.benchmarks import bench_device, device_label
 
     result = subprocess.run(
@@ -86,7 +85,6 @@ def test_bench_quick_writes_its_report(suite):
 def test_setup_lists_every_package():
     """A package missing from setup.py's list is silently left out of a (non-editable) install."""
     import ast
-    from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
     call = next(node for node in ast.walk(ast.parse((root / "setup.py").read_text()))
@@ -95,3 +93,24 @@ def test_setup_lists_every_package():
     inits = root.glob("neuro_emu/**/__init__.py")
     found = {".".join(p.parent.relative_to(root).parts) for p in inits}
     assert found <= set(listed), sorted(found - set(listed))
+
+
+def test_lava_timing_of_this_cpu_first_else_another_cpus(tmp_path, monkeypatch):
+    """The Loihi suite compares with Lava timed on this CPU when there is such a file, else with
+    another CPU's (its report then names that CPU); the CPU label carries the vector extension."""
+    import torch
+
+    from neuro_emu.benchmarks import device_label
+    from neuro_emu.benchmarks.loihi import LAVA_TIMING_ENV, lava_timing_path
+
+    monkeypatch.delenv(LAVA_TIMING_ENV, raising=False)
+    own = tmp_path / f"lava-timing-{device_label(torch.device('cpu'))}.json"
+    assert lava_timing_path(tmp_path) == own  # nothing there: this CPU's name, absent
+    other = tmp_path / "lava-timing-cpu-other-8cores.json"
+    other.write_text("{}")
+    assert lava_timing_path(tmp_path) == other
+    own.write_text("{}")
+    assert lava_timing_path(tmp_path) == own
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file() and " avx2" in cpuinfo.read_text():
+        assert "-avx2-" in own.name or "-avx512-" in own.name

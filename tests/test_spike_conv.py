@@ -190,6 +190,18 @@ def test_errors(kwargs, error, message):
         spike_conv2d(**args)
 
 
+def test_linear_shape_errors_are_torchs_every_time():
+    """A feature count that does not match the weight gets F.linear's own error, on every call
+    (the shape check is remembered per geometry, its errors are not)."""
+    spikes, weight = torch.zeros(3, 5), torch.zeros(2, 4)
+    with pytest.raises(RuntimeError) as torch_error:
+        F.linear(spikes, weight)
+    for _ in range(2):
+        with pytest.raises(RuntimeError) as ours:
+            spike_linear(spikes, weight, backend="numba")
+        assert str(ours.value) == str(torch_error.value)
+
+
 @pytest.mark.parametrize("backend", ["dense", *SPARSE_BACKENDS])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.uint8, torch.float64, torch.int32])
 def test_value_check_counts_the_same_everywhere(backend, dtype):

@@ -179,11 +179,15 @@ def spike_summary(case: Case) -> dict[str, object]:
 
 
 def lava_timing_path(results: Path | None = None) -> Path:
-    """``NEURO_EMU_LAVA_TIMING`` if set, else ``<results>/lava-timing-<cpu label>.json``."""
+    """``NEURO_EMU_LAVA_TIMING`` if set, else ``<results>/lava-timing-<cpu label>.json``, or where
+    Lava was not timed on this CPU, another CPU's file there (the last by name; the report then
+    says which CPU it came from)."""
     if os.environ.get(LAVA_TIMING_ENV):
         return Path(os.environ[LAVA_TIMING_ENV])
     results = bench_dir() / "results" if results is None else results
-    return results / f"lava-timing-{device_label(torch.device('cpu'))}.json"
+    own = results / f"lava-timing-{device_label(torch.device('cpu'))}.json"
+    others = sorted(results.glob("lava-timing-*.json"))
+    return own if own.is_file() or not others else others[-1]
 
 
 def load_lava(path: Path) -> dict | None:

@@ -215,7 +215,8 @@ def spike_conv2d(
             f"expected input{list(spikes.shape)} to have {expected_channels} channels (weight "
             f"{list(weight.shape)}, groups={groups}), but got {spikes.shape[1]} channels instead"
         )
-    out_shape = _conv_out_shape(spikes.shape, weight.shape, stride, padding, dilation, groups)
+    out_shape = _out_shape(F.conv2d, spikes.shape, weight.shape, None, stride, padding, dilation,
+                           groups)
     _check_bias(bias, mode, weight.shape[0], spikes.device)
     backend = _resolve(backend, spikes, weight, bias)
     if backend == "dense":
@@ -244,7 +245,12 @@ def spike_linear(
     check_spikes(spikes, 2, check=False)  # the values: below, as in spike_conv2d
     if weight.device != spikes.device:
         raise ValueError(f"weight is on {weight.device} but spikes are on {spikes.device}")
-    F.linear(torch.empty(spikes.shape, device="meta"), torch.empty(weight.shape, device="meta"))
+    if weight.dim() == 2 and spikes.shape[1] != weight.shape[1]:
+        raise RuntimeError(  # torch's wording on CPU and CUDA; its shape-only check says less
+            f"mat1 and mat2 shapes cannot be multiplied ({spikes.shape[0]}x{spikes.shape[1]} "
+            f"and {weight.shape[1]}x{weight.shape[0]})"
+        )
+    _out_shape(F.linear, spikes.shape, weight.shape)
     _check_bias(bias, mode, weight.shape[0], spikes.device)
     backend = _resolve(backend, spikes, weight, bias)
     if backend == "dense":
@@ -262,14 +268,15 @@ def _kernel_weight(weight: torch.Tensor, mode: str) -> torch.Tensor:
 
 
 @functools.lru_cache(maxsize=256)
-def _conv_out_shape(spikes_shape: torch.Size, weight_shape: torch.Size, stride: tuple[int, int],
-                    padding: tuple[int, int], dilation: tuple[int, int], groups: int) -> torch.Size:
-    """``F.conv2d``'s output shape; torch validates the geometry, with its own messages, on
-    shape-only tensors (remembered per geometry: the meta call costs ~20 us, 1% of a sparse
-    call at 99% sparsity; errors are raised afresh, lru_cache keeps no exception)."""
-    return F.conv2d(
+def _out_shape(op, spikes_shape: torch.Size, weight_shape: torch.Size, *geometry) -> torch.Size:
+    """The output shape of ``op`` (``F.conv2d`` or ``F.linear``) and ``geometry`` (its arguments
+    after the weight); torch validates the shapes, with its own messages, on shape-only tensors.
+    Remembered per geometry: the meta call costs 20 to 90 us (measured on two machines), against
+    whole sparse calls from 0.1 ms (a linear layer on one sample) at 99% sparsity; errors are
+    raised afresh, lru_cache keeps no exception."""
+    return op(
         torch.empty(spikes_shape, device="meta"), torch.empty(weight_shape, device="meta"),
-        None, stride, padding, dilation, groups,
+        *geometry,
     ).shape
 
 
