@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+
 from neuro_emu.kernels.launch import device_of
 
 # An integer elementwise stream, like the float neuron kernel's. Not tuned on a GPU (none so far).

@@ -19,9 +19,10 @@ import functools
 import numba
 import numpy as np
 import torch
-from neuro_emu.reference.buffers import CACHE
 from numba import types
 from numba.extending import intrinsic
+
+from neuro_emu.reference.buffers import CACHE
 
 # Lanes per parallel task: 65536 float32 membranes (256 KiB) stay in L2 across the T steps. A sweep
 # of 1024..65536 at [T=8, N=2^20] on the 2-core CPU gave 1.68, 1.36, 1.22, 1.18 ms: larger chunks

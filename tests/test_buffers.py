@@ -6,6 +6,7 @@ import gc
 
 import pytest
 import torch
+
 from neuro_emu.reference.buffers import MIN_BYTES, _BufferCache
 
 BIG = (4, MIN_BYTES // 4)  # one float32 buffer of 4 MiB

@@ -37,9 +37,10 @@ def _ptx_ops_of_every_variant() -> dict[str, list[str]]:
     """Runs in the subprocess: {variant id: float32 PTX instructions (neuron kernels) or atomic
     instructions (spike-sparse kernels) used}."""
     import triton
-    from neuro_emu.kernels import multistep_lif as kernels
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
+
+    from neuro_emu.kernels import multistep_lif as kernels
 
     float_ops = re.compile(r"\b(fma|mad|mul|add|sub|div)\.([a-z0-9.]+)\.f32\b")
 
