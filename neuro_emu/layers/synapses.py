@@ -24,6 +24,11 @@ from neuro_emu.ops.spike_conv import SparseBackend, check_spikes, raise_if_not_b
 # (bench/results/sparse_conv-cpu-amd-epyc-2cores.md holds the last, where the other 3x3 layer
 # shapes cross between 72.6% and 84.7%, the 1x1 stride-2 shortcuts between 92.8% and 95.0%).
 DEFAULT_SPARSE_THRESHOLD = 0.78
+# The same for the linear layer (VGG classifier 4096 -> 512, N = 128): 86.0% at commit da8d214, the
+# only run of its tiled kernel (bench/results/sparse_conv-cpu-amd-epyc-avx2-2cores.md). On that
+# AVX2-only VM the 3x3 convolutions cross at 54-60%: there both defaults lean to the dense path and
+# leave the sparse path's gain between the crossover and the threshold unused.
+DEFAULT_LINEAR_SPARSE_THRESHOLD = 0.86
 
 
 class _SparseWhenItPays:
@@ -114,7 +119,7 @@ class SpikingLinear(nn.Linear, _SparseWhenItPays):
         bias: bool = True,
         *,
         backend: SparseBackend = "auto",
-        sparse_threshold: float = DEFAULT_SPARSE_THRESHOLD,
+        sparse_threshold: float = DEFAULT_LINEAR_SPARSE_THRESHOLD,
         check: bool = True,
         folded: bool = False,
     ) -> None:
