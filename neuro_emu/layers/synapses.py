@@ -26,8 +26,8 @@ from neuro_emu.ops.spike_conv import SparseBackend, check_spikes, raise_if_not_b
 DEFAULT_SPARSE_THRESHOLD = 0.78
 # The same for the linear layer (VGG classifier 4096 -> 512, N = 128): 86.0% at commit da8d214, the
 # only run of its tiled kernel (bench/results/sparse_conv-cpu-amd-epyc-avx2-2cores.md). On that
-# AVX2-only VM the 3x3 convolutions cross at 54-60%: there both defaults lean to the dense path and
-# leave the sparse path's gain between the crossover and the threshold unused.
+# AVX2-only VM the 3x3 stride-1 convolutions cross at 60% or below: there both defaults lean to the
+# dense path and leave the sparse path's gain between the crossover and the threshold unused.
 DEFAULT_LINEAR_SPARSE_THRESHOLD = 0.86
 
 
