@@ -120,7 +120,7 @@ def test_float_bound_is_tight_enough_to_fail():
 
 @pytest.mark.parametrize("sparsity", list(SPARSITIES.values()), ids=list(SPARSITIES))
 @pytest.mark.parametrize("backend", ["dense", *SPARSE_BACKENDS])
-@pytest.mark.parametrize("features", [(1, 1), (33, 7), (130, 65), (300, 150)],
+@pytest.mark.parametrize("features", [(1, 1), (33, 7), (130, 65), (260, 70)],
                          ids=lambda f: f"{f[0]}x{f[1]}")
 def test_linear_integer_exact_and_float_bounded(backend, features, sparsity):
     f_in, f_out = features
