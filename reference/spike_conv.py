@@ -298,7 +298,8 @@ def _weight_rows(weight, groups, reverse_rows, rows):
 # fewer than LINEAR_DIRECT spikes (all samples together) adds straight from the weight's columns
 # instead: below that, its strided loads cost less than transposing the tile (estimated from
 # 4096 -> 512 timings: a tile's transposition costs about as much as 20 spikes added from columns;
-# thresholds of 32, 64 and 128 timed alike at N = 1, 4, 32 and 128; all-direct was up to 18x slower with many spikes).
+# thresholds of 32, 64 and 128 timed alike at N = 1, 4, 32 and 128; all-direct was up to 18x
+# slower with many spikes).
 LINEAR_FEATURES = 128
 LINEAR_OUTPUTS = 64
 LINEAR_DIRECT = 32
