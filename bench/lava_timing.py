@@ -7,7 +7,8 @@ Runs under a Python 3.10 virtualenv with Lava, never under neuro-emu's (Lava 0.1
     /tmp/lava310/bin/pip install --prefer-binary lava-nc==0.10.0
     /tmp/lava310/bin/python bench/lava_timing.py   # -> bench/results/lava-timing-<cpu>.json
 
-``<cpu>`` is the CPU label of ``neuro_emu.benchmarks.device_label`` (recomputed here), which is the
+``<cpu>`` is the CPU label of ``neuro_emu.benchmarks.device_label`` (its stdlib-only module
+``neuro_emu/benchmarks/cpu.py``, loaded here by path), which is the
 name ``neuro_emu.benchmarks.loihi`` looks for. Pass a path to write elsewhere, ``--quick`` for the
 smallest shape only, ``--repeats N`` for the networks built per shape.
 
@@ -42,10 +43,10 @@ from __future__ import annotations
 import argparse
 import datetime
 import hashlib
+import importlib.util
 import json
 import os
 import platform
-import re
 import shlex
 import statistics
 import sys
@@ -89,21 +90,13 @@ def sha256(array: np.ndarray) -> str:
 
 
 def cpu_label() -> str:
-    """``neuro_emu.benchmarks.device_label(torch.device("cpu"))``, without torch."""
-    model, flags = "unknown", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and model == "unknown":
-                model = line.split(":", 1)[1]
-            elif line.startswith("flags") and not flags:
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    model = re.sub(r"\((R|TM)\)|\bCPU\b|\bProcessor\b|@.*$", " ", model, flags=re.IGNORECASE)
-    slug = re.sub(r"[^a-z0-9]+", "-", model.lower()).strip("-")[:48].strip("-") or "unknown"
-    vector = next((f"{isa}-" for isa, flag in (("avx512", "avx512f"), ("avx2", "avx2"))
-                   if flag in flags), "")
-    return f"cpu-{slug}-{vector}{os.cpu_count()}cores"
+    """``neuro_emu.benchmarks.device_label(torch.device("cpu"))``, without torch or neuro_emu: its
+    stdlib-only module loaded by path from this checkout."""
+    path = Path(__file__).resolve().parents[1] / "neuro_emu" / "benchmarks" / "cpu.py"
+    spec = importlib.util.spec_from_file_location("neuro_emu_cpu_label", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.cpu_label()
 
 
 def time_once(n_in: int, n_out: int, steps: int) -> dict:

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import neuro_emu
+from neuro_emu.benchmarks.cpu import cpu_label, slug
 
 if TYPE_CHECKING:
     import torch
@@ -40,32 +40,13 @@ def bench_device() -> torch.device:
 
 
 def device_label(device: torch.device) -> str:
-    """A file-name-safe name for ``device``, e.g. ``cpu-amd-epyc-7763-64-core-avx2-2cores`` or
-    ``cuda-nvidia-h100-80gb-hbm3``. A CPU's widest x86 vector extension (``avx512`` or ``avx2``)
-    is part of it: a virtual machine may show only "AMD EPYC" for different generations, and
-    timings from one do not stand for the other."""
+    """A file-name-safe name for ``device``: :func:`neuro_emu.benchmarks.cpu.cpu_label` for the
+    CPU (e.g. ``cpu-amd-epyc-7763-64-core-avx2-2cores``), or e.g. ``cuda-nvidia-h100-80gb-hbm3``."""
     import torch
 
     if device.type == "cuda":
-        return "cuda-" + _slug(torch.cuda.get_device_name(device))
-    model, flags = "unknown", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and model == "unknown":
-                model = line.split(":", 1)[1]
-            elif line.startswith("flags") and not flags:
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    # Drop the marketing noise so the name stays short: "Intel(R) Xeon(R) ... CPU @ 2.90GHz".
-    model = re.sub(r"\((R|TM)\)|\bCPU\b|\bProcessor\b|@.*$", " ", model, flags=re.IGNORECASE)
-    vector = next((f"{isa}-" for isa, flag in (("avx512", "avx512f"), ("avx2", "avx2"))
-                   if flag in flags), "")
-    return f"cpu-{_slug(model)}-{vector}{os.cpu_count()}cores"
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:48].strip("-") or "unknown"
+        return "cuda-" + slug(torch.cuda.get_device_name(device))
+    return cpu_label()
 
 
 def bench_dir() -> Path:
