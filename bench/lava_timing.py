@@ -28,7 +28,8 @@ Per shape ``n_in x n_out x T`` it builds ``RingBuffer source -> Dense -> LIF -> 
 The spikes of the first run (``[T, n_out]``, step-major) give ``spikes_sum``, ``spikes_per_step``
 and ``spikes_sha256`` (sha256 of the uint8 raster in C order), for neuro-emu's bit-accuracy check.
 
-Inputs, built identically on both sides (``neuro_emu.benchmarks.loihi.bench_inputs``), with
+Shapes, parameters and inputs come from ``neuro_emu/benchmarks/loihi_inputs.py`` (numpy only,
+loaded by path), the module the suite uses too. Inputs are drawn with
 ``rng = numpy.random.default_rng(seed)``, in this order::
 
     weights = rng.integers(-255, 256, size=(n_out, n_in), dtype=np.int64)   # [n_out, n_in]
@@ -42,7 +43,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import hashlib
 import importlib.util
 import json
 import os
@@ -56,47 +56,31 @@ from pathlib import Path
 
 import numpy as np
 
-# The benchmark's parameters: keep equal to neuro_emu/benchmarks/loihi.py (its report checks).
-SHAPES: list[tuple[int, int, int]] = [  # (n_in, n_out, T)
-    (64, 64, 100),
-    (256, 256, 100),
-    (256, 256, 1000),
-    (1024, 1024, 100),
-    (4096, 1024, 50),
-    # The issue's network sizes: 1k, 100k and 1M neurons, Dense fan-in 256, 10% input activity.
-    (256, 1_000, 100),
-    (256, 100_000, 100),
-    (256, 1_000_000, 20),
-]
-QUICK_SHAPES: list[tuple[int, int, int]] = SHAPES[:1]
-SEED = 0
-DENSITY = 0.1  # input spike probability per input and step
-WEIGHT_LOW, WEIGHT_HIGH = -255, 255  # inclusive
-NEURON = {"du": 1000, "dv": 1000, "vth": 100, "bias_mant": 0, "bias_exp": 0}
-DENSE = {"weight_exp": 0, "num_weight_bits": 8, "num_message_bits": 0}
 REPEATS = 5
 
 
-def bench_inputs(n_in: int, n_out: int, steps: int, seed: int = SEED):
-    """``weights [n_out, n_in]`` and ``spikes [T, n_in]``, int64: see the module docstring."""
-    rng = np.random.default_rng(seed)
-    weights = rng.integers(WEIGHT_LOW, WEIGHT_HIGH + 1, size=(n_out, n_in), dtype=np.int64)
-    spikes = (rng.random((steps, n_in)) < DENSITY).astype(np.int64)
-    return weights, spikes
+def _load_benchmark_module(name: str):
+    """``neuro_emu/benchmarks/<name>.py`` of this checkout, loaded by path: it needs neither torch
+    nor neuro_emu, which Lava's Python lacks."""
+    path = Path(__file__).resolve().parents[1] / "neuro_emu" / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"neuro_emu_benchmarks_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def sha256(array: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
+# The suite's shapes, parameters and inputs (neuro_emu.benchmarks.loihi uses the same module).
+_INPUTS = _load_benchmark_module("loihi_inputs")
+SHAPES, QUICK_SHAPES = _INPUTS.SHAPES, _INPUTS.QUICK_SHAPES
+SEED, DENSITY = _INPUTS.SEED, _INPUTS.DENSITY
+WEIGHT_LOW, WEIGHT_HIGH = _INPUTS.WEIGHT_LOW, _INPUTS.WEIGHT_HIGH
+NEURON, DENSE = _INPUTS.NEURON, _INPUTS.DENSE
+bench_inputs, sha256 = _INPUTS.bench_inputs, _INPUTS.sha256
 
 
 def cpu_label() -> str:
-    """``neuro_emu.benchmarks.device_label(torch.device("cpu"))``, without torch or neuro_emu: its
-    stdlib-only module loaded by path from this checkout."""
-    path = Path(__file__).resolve().parents[1] / "neuro_emu" / "benchmarks" / "cpu.py"
-    spec = importlib.util.spec_from_file_location("neuro_emu_cpu_label", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.cpu_label()
+    """``neuro_emu.benchmarks.device_label(torch.device("cpu"))``, without torch or neuro_emu."""
+    return _load_benchmark_module("cpu").cpu_label()
 
 
 def time_once(n_in: int, n_out: int, steps: int) -> dict:

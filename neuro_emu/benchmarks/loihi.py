@@ -24,7 +24,6 @@ on the CPU).
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import os
 from collections.abc import Callable
@@ -35,27 +34,21 @@ import numpy as np
 import torch
 
 from neuro_emu.benchmarks import bench_dir, device_label, ratio, stamp_rows, write_json
+from neuro_emu.benchmarks.loihi_inputs import (
+    DENSE,
+    DENSITY,
+    NEURON,
+    QUICK_SHAPES,
+    SEED,
+    SHAPES,
+    WEIGHT_HIGH,
+    WEIGHT_LOW,
+    bench_inputs,
+    sha256,
+)
 from neuro_emu.loihi import PreparedDenseLIF, run_dense_lif
 from neuro_emu.ops import available_backends
 
-# Keep equal to bench/lava_timing.py: the report compares each parameter with the Lava file's.
-SHAPES: list[tuple[int, int, int]] = [  # (n_in, n_out, T)
-    (64, 64, 100),
-    (256, 256, 100),
-    (256, 256, 1000),
-    (1024, 1024, 100),
-    (4096, 1024, 50),
-    # The issue's network sizes: 1k, 100k and 1M neurons, Dense fan-in 256, 10% input activity.
-    (256, 1_000, 100),
-    (256, 100_000, 100),
-    (256, 1_000_000, 20),
-]
-QUICK_SHAPES: list[tuple[int, int, int]] = SHAPES[:1]
-SEED = 0
-DENSITY = 0.1  # input spike probability per input and step
-WEIGHT_LOW, WEIGHT_HIGH = -255, 255  # inclusive
-NEURON: dict[str, int] = {"du": 1000, "dv": 1000, "vth": 100, "bias_mant": 0, "bias_exp": 0}
-DENSE: dict[str, int] = {"weight_exp": 0, "num_weight_bits": 8, "num_message_bits": 0}
 PARAMS: dict[str, object] = {
     "seed": SEED,
     "density": DENSITY,
@@ -124,20 +117,6 @@ def cases(device: torch.device, quick: bool = False) -> list[Case]:
         for n_in, n_out, steps in (QUICK_SHAPES if quick else SHAPES)
         for subject, backend, dev in subjects(device)
     ]
-
-
-def bench_inputs(n_in: int, n_out: int, steps: int, seed: int = SEED):
-    """``weights [n_out, n_in]`` in [-255, 255] and 0/1 ``spikes [T, n_in]``, int64 numpy arrays,
-    drawn exactly as ``bench/lava_timing.py`` draws them (same generator, calls and order)."""
-    rng = np.random.default_rng(seed)
-    weights = rng.integers(WEIGHT_LOW, WEIGHT_HIGH + 1, size=(n_out, n_in), dtype=np.int64)
-    spikes = (rng.random((steps, n_in)) < DENSITY).astype(np.int64)
-    return weights, spikes
-
-
-def sha256(array: np.ndarray) -> str:
-    """sha256 of the array's bytes in C order (as ``bench/lava_timing.py`` computes it)."""
-    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
 
 
 def make_workload(case: Case) -> Callable[[], torch.Tensor]:
