@@ -181,13 +181,63 @@ def test_backends_agree_exactly_in_integer_mode_on_a_vgg_layer(backend):
         pytest.param(dict(bias=torch.ones(4, dtype=torch.int32)), TypeError,
                      "floating-point bias", id="bias-dtype"),
         pytest.param(dict(backend="cudnn"), ValueError, "backend must be", id="backend"),
+        # Geometry that torch's shape-only check lets through (the sparse kernels would compute
+        # something for it): refused before any backend runs.
+        pytest.param(dict(padding=-1), ValueError, "padding must be >= 0", id="negative-padding"),
+        pytest.param(dict(stride=(1, 0)), ValueError, "stride must be >= 1", id="zero-stride"),
+        pytest.param(dict(dilation=0), ValueError, "dilation must be >= 1", id="zero-dilation"),
+        pytest.param(dict(groups=0), ValueError, "groups must be a positive int", id="groups-0"),
+        pytest.param(dict(spikes=torch.ones(1, 2, 4, 4), weight=torch.ones(3, 1, 3, 3), groups=2),
+                     RuntimeError, "divisible by 2", id="out-channels-not-divisible"),
+        pytest.param(dict(weight=torch.ones(4, 2, 3)), ValueError, r"\[O, C // groups, KH, KW\]",
+                     id="weight-rank"),
+        pytest.param(dict(spikes=torch.ones(1, 2, 0, 3)), RuntimeError,
+                     "zero batch or zero channel", id="zero-height"),
+        pytest.param(dict(weight=torch.ones(4, 2, 1, 1, dtype=torch.int8),
+                          bias=torch.tensor([2**31, 0, 0, 0])), ValueError,
+                     r"bias values must lie in \[-2\^31, 2\^31 - 1\]", id="int-bias-range"),
     ],
 )
-def test_errors(kwargs, error, message):
-    args = dict(spikes=torch.ones(1, 2, 3, 3), weight=torch.ones(4, 2, 3, 3))
+@pytest.mark.parametrize("backend", ["dense", *SPARSE_BACKENDS])
+def test_errors(kwargs, error, message, backend):
+    args = dict(spikes=torch.ones(1, 2, 3, 3), weight=torch.ones(4, 2, 3, 3), backend=backend)
     args.update(kwargs)
     with pytest.raises(error, match=message):
         spike_conv2d(**args)
+
+
+@pytest.mark.parametrize("backend", ["dense", *SPARSE_BACKENDS])
+def test_empty_inputs_and_vector_weight_as_torch(backend):
+    """No sample, no channel, no feature: torch's own results (the bias where there is an
+    output); a 1-D linear weight gives one output per sample, as F.linear does."""
+    dev = device_for(backend)
+    weight, bias = torch.randn(3, 2, 3, 3, device=dev), torch.randn(3, device=dev)
+    for spikes, w in ((torch.zeros(0, 2, 5, 5), weight),
+                      (torch.zeros(2, 0, 5, 5), weight[:, :0])):
+        out = spike_conv2d(spikes.to(dev), w, bias, padding=1, backend=backend)
+        torch.testing.assert_close(out, F.conv2d(spikes.to(dev), w, bias, padding=1))
+    for spikes, w in ((torch.zeros(0, 4), torch.randn(3, 4)),
+                      (torch.zeros(2, 0), torch.randn(3, 0))):
+        out = spike_linear(spikes.to(dev), w.to(dev), bias, backend=backend)
+        torch.testing.assert_close(out, F.linear(spikes.to(dev), w.to(dev), bias))
+    spikes, vector = make_spikes((4, 6), 0.5).to(dev), torch.randn(6, device=dev)
+    torch.testing.assert_close(spike_linear(spikes, vector, backend=backend),
+                               F.linear(spikes, vector), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("backend", ["dense", *SPARSE_BACKENDS])
+def test_int32_sums_wrap_alike_on_every_backend(backend):
+    """A sum past int32's range wraps modulo 2^32 on every backend (the dense path too, which
+    computes in float64 and used to saturate on the way to int32)."""
+    dev = device_for(backend)
+    spikes = torch.ones(1, 2, 4, 4, device=dev)
+    weight = torch.full((2, 2, 3, 3), 127, dtype=torch.int8, device=dev)
+    bias = torch.tensor([2**31 - 5, -(2**31)], dtype=torch.int64, device=dev)
+    exact = F.conv2d(spikes.double(), weight.double(), bias.double(), padding=1).long()
+    wrapped = ((exact + 2**31) % 2**32 - 2**31).to(torch.int32)
+    assert (exact != wrapped).any()
+    assert_identical("wrapped", spike_conv2d(spikes, weight, bias, padding=1, backend=backend),
+                     wrapped)
 
 
 def test_linear_shape_errors_are_torchs_every_time():
@@ -286,6 +336,46 @@ def test_layers_pick_the_sparse_kernel_when_it_pays(monkeypatch, sparsity, path)
     dense = F.conv2d(x.flatten(0, 1), conv.weight, conv.bias, padding=1)
     torch.testing.assert_close(out.flatten(0, 1), dense, atol=1e-5, rtol=1e-5)
     assert out_linear.shape == (3, 2, 5)
+
+
+def test_layers_dtype_and_bias_training_do_not_depend_on_sparsity():
+    """The path a layer takes (sparse above its threshold, dense below) changes neither what it
+    accepts nor what it returns: any binary spike dtype, float64/float16/bfloat16 layers (the
+    output in the weight's dtype), and a bias that trains while the weight is frozen."""
+    from neuro_emu.layers import SpikingConv2d, SpikingLinear
+
+    torch.manual_seed(0)
+    for sparsity in (0.98, 0.3):
+        x = make_spikes((2, 3, 2, 6, 6), sparsity)
+        for layer_dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
+            layer = SpikingConv2d(2, 3, 3, padding=1).to(layer_dtype)
+            for spike_dtype in (torch.bool, torch.uint8, torch.bfloat16, torch.float64):
+                with torch.no_grad():
+                    out = layer(x.to(spike_dtype))
+                assert out.dtype == layer_dtype, (sparsity, layer_dtype, spike_dtype)
+                expected = F.conv2d(x.flatten(0, 1).double(), layer.weight.double(),
+                                    layer.bias.double(), padding=1)
+                torch.testing.assert_close(out.flatten(0, 1).double(), expected, atol=0.05,
+                                           rtol=0.02)
+        for layer in (SpikingConv2d(2, 3, 3, padding=1, backend="numba"),
+                      SpikingLinear(72, 3, backend="numba")):
+            layer.weight.requires_grad_(False)
+            out = layer(x if isinstance(layer, SpikingConv2d) else x.flatten(2))
+            out.sum().backward()
+            assert layer.bias.grad is not None and layer.last_sparsity is None
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(sparse_threshold=-0.1), "sparse_threshold must be in"),
+    (dict(sparse_threshold=float("nan")), "sparse_threshold must be in"),
+    (dict(backend="cudnn"), "backend must be"),
+])
+def test_layers_check_their_arguments_when_built(kwargs, message):
+    from neuro_emu.layers import SpikingConv2d, SpikingLinear
+
+    for build in (lambda: SpikingConv2d(2, 3, 3, **kwargs), lambda: SpikingLinear(2, 3, **kwargs)):
+        with pytest.raises(ValueError, match=message):
+            build()
 
 
 def test_layers_reject_non_binary_input():

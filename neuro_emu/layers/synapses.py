@@ -29,6 +29,7 @@ DEFAULT_SPARSE_THRESHOLD = 0.78
 # AVX2-only VM the 3x3 stride-1 convolutions cross at 60% or below: there both defaults lean to the
 # dense path and leave the sparse path's gain between the crossover and the threshold unused.
 DEFAULT_LINEAR_SPARSE_THRESHOLD = 0.86
+_SPARSE_WEIGHT_DTYPES = (torch.float32, torch.bfloat16)
 
 
 class _SparseWhenItPays:
@@ -42,6 +43,12 @@ class _SparseWhenItPays:
 
     def _set_dispatch(self, backend: SparseBackend, sparse_threshold: float, check: bool,
                       folded: bool) -> None:
+        if backend not in ("auto", "dense", "numba", "triton"):
+            raise ValueError(
+                f"backend must be 'auto', 'dense', 'numba' or 'triton', got {backend!r}"
+            )
+        if not (isinstance(sparse_threshold, (int, float)) and 0 <= sparse_threshold <= 1):
+            raise ValueError(f"sparse_threshold must be in [0, 1], got {sparse_threshold!r}")
         self.backend, self.sparse_threshold, self.check = backend, sparse_threshold, check
         self.folded = folded
         self.last_sparsity = None
@@ -51,11 +58,22 @@ class _SparseWhenItPays:
         nonzero = int(torch.count_nonzero(flat))
         if self.check and flat.dtype != torch.bool:  # one pass fewer than check_spikes's
             raise_if_not_binary(nonzero - int(torch.count_nonzero(flat == 1)), flat)
-        if torch.is_grad_enabled() and (flat.requires_grad or self.weight.requires_grad):
+        if torch.is_grad_enabled() and (flat.requires_grad or any(
+            p.requires_grad for p in self.parameters(recurse=False)
+        )):
             self.last_sparsity = None
             return False
         self.last_sparsity = 1.0 - nonzero / max(flat.numel(), 1)
-        return self.backend != "dense" and self.last_sparsity >= self.sparse_threshold
+        # The sparse kernels take float32/bfloat16 weights (a float64 or float16 layer stays dense).
+        return (self.backend != "dense" and self.weight.dtype in _SPARSE_WEIGHT_DTYPES
+                and self.last_sparsity >= self.sparse_threshold)
+
+    def _dispatch(self, flat: torch.Tensor, rank: int, sparse_op, dense_forward) -> torch.Tensor:
+        """The layer's output on ``flat`` in the weight's dtype, whichever path computes it (the
+        sparse ops return float32; the dense op needs the spikes in the weight's dtype)."""
+        if self._use_sparse(flat, rank):
+            return sparse_op().to(self.weight.dtype)
+        return dense_forward(flat.to(self.weight.dtype))
 
 
 def _time_batch_check(x: torch.Tensor, rank: int, layout: str) -> None:
@@ -100,11 +118,10 @@ class SpikingConv2d(nn.Conv2d, _SparseWhenItPays):
         _time_batch_check(x, 4 if self.folded else 5,
                           "[T * B, C, H, W]" if self.folded else "[T, B, C, H, W]")
         flat = x if self.folded else x.flatten(0, 1)
-        if self._use_sparse(flat, 4):
-            out = spike_conv2d(flat, self.weight, self.bias, self.stride, self.padding,
-                               self.dilation, self.groups, backend=self.backend, check=False)
-        else:
-            out = super().forward(flat)
+        out = self._dispatch(flat, 4, lambda: spike_conv2d(
+            flat, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups,
+            backend=self.backend, check=False,
+        ), super().forward)
         return out if self.folded else out.unflatten(0, x.shape[:2])
 
 
@@ -129,8 +146,7 @@ class SpikingLinear(nn.Linear, _SparseWhenItPays):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _time_batch_check(x, 2 if self.folded else 3, "[T * B, F]" if self.folded else "[T, B, F]")
         flat = x if self.folded else x.flatten(0, 1)
-        if self._use_sparse(flat, 2):
-            out = spike_linear(flat, self.weight, self.bias, backend=self.backend, check=False)
-        else:
-            out = super().forward(flat)
+        out = self._dispatch(flat, 2, lambda: spike_linear(
+            flat, self.weight, self.bias, backend=self.backend, check=False,
+        ), super().forward)
         return out if self.folded else out.unflatten(0, x.shape[:2])

@@ -47,24 +47,12 @@ import torch
 import torch.nn.functional as F
 
 from neuro_emu.ops.multistep_lif import backend_unavailable_reason
-from neuro_emu.ops.spike_conv import spike_conv2d
+from neuro_emu.ops.spike_conv import IntPair, conv_geometry, spike_conv2d
 
-IntPair = int | tuple[int, int]
 WEIGHT_HANDLINGS = ("loihi", "lava_conv")
 BACKENDS = ("torch", "numba", "triton")
 ACC_BITS = 24  # Lava Conv's a_buf: int32, precision 24
 FLOAT64_EXACT_BOUND = 2**40  # leaves 2^12 of float64's 2^53 for any algorithm's rounding
-
-
-def _pair(value: IntPair, name: str, minimum: int) -> tuple[int, int]:
-    if isinstance(value, int) and not isinstance(value, bool):
-        value = (value, value)
-    if not (isinstance(value, (tuple, list)) and len(value) == 2
-            and all(isinstance(v, int) and not isinstance(v, bool) for v in value)):
-        raise TypeError(f"{name} must be an int or a pair of ints (H, W), got {value!r}")
-    if min(value) < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
-    return int(value[0]), int(value[1])
 
 
 def _check_int_tensor(t: torch.Tensor, name: str, rank: int, layout: str, bool_ok: bool) -> None:
@@ -187,8 +175,7 @@ def conv_input(
                          f"got {weight_handling!r}")
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    geometry = (_pair(stride, "stride", 1), _pair(padding, "padding", 0),
-                _pair(dilation, "dilation", 1), groups)
+    geometry = conv_geometry(stride, padding, dilation, groups)
     # torch validates the rest of the geometry, with its own messages, on shape-only tensors.
     F.conv2d(torch.empty(in_spikes.shape, device="meta"),
              torch.empty(weights.shape, device="meta"), None, *geometry)

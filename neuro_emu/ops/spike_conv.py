@@ -7,8 +7,13 @@ with additions only (``kernels/spike_conv.py``, ``reference/spike_conv.py`` say 
 Two modes, chosen by the weight's dtype:
 
 - float: float32 or bfloat16 weight, float bias; float32 accumulation and float32 output.
-- integer: int8 weight, int32 (or smaller integer) bias; int32 accumulation and int32 output,
-  exact on every backend whatever the order of the additions (the Loihi emulator rests on it).
+- integer: int8 weight, integer bias with values in int32's range; int32 accumulation and int32
+  output, exact on every backend whatever the order of the additions (the Loihi emulator rests on
+  it). A sum beyond int32's range wraps around (modulo 2^32), alike on every backend, as an int32
+  adder does.
+
+The sparse backends add a weight only where a spike is, so a zero input contributes nothing even
+against an inf or NaN weight, where the dense path's product ``0 * inf`` is NaN.
 
 In float mode the backends sum the same terms in different orders. Every order obeys the classic
 bound for a sum of ``k`` float32 terms: ``|computed - exact| <= gamma_k * sum(|terms|)`` with
@@ -28,6 +33,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import numbers
 from typing import Literal
 
 import torch
@@ -112,18 +118,38 @@ def _check_bias(bias: torch.Tensor | None, mode: str, out_channels: int, device)
         raise TypeError(f"integer mode (int8 weight) takes an integer bias, got {bias.dtype}")
     if mode == "float" and not bias.dtype.is_floating_point:
         raise TypeError(f"float mode takes a floating-point bias, got {bias.dtype}")
+    if mode == "int" and bias.dtype == torch.int64 and bias.numel() and (
+        int(bias.min()) < -(2**31) or int(bias.max()) >= 2**31
+    ):
+        raise ValueError("integer mode accumulates in int32: bias values must lie in "
+                         f"[-2^31, 2^31 - 1], got {int(bias.min())} .. {int(bias.max())}")
     if bias.device != device:
         raise ValueError(f"bias is on {bias.device} but spikes are on {device}")
 
 
-def _pair(value: IntPair, name: str) -> tuple[int, int]:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value, value
-    if isinstance(value, (tuple, list)) and len(value) == 2 and all(
-        isinstance(v, int) and not isinstance(v, bool) for v in value
-    ):
-        return int(value[0]), int(value[1])
-    raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
+def _pair(value: IntPair, name: str, minimum: int) -> tuple[int, int]:
+    """``value`` (an int, or a pair (H, W) of ints; numpy integers too, as ``F.conv2d`` takes
+    them) as a pair, each at least ``minimum``."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        value = (value, value)
+    if not (isinstance(value, (tuple, list)) and len(value) == 2 and all(
+        isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in value
+    )):
+        raise TypeError(f"{name} must be an int or a pair of ints (H, W), got {value!r}")
+    if min(value) < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+    return int(value[0]), int(value[1])
+
+
+def conv_geometry(
+    stride: IntPair, padding: IntPair, dilation: IntPair, groups: int
+) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int], int]:
+    """``(stride, padding, dilation, groups)`` checked and as pairs: stride and dilation >= 1,
+    padding >= 0, groups >= 1 (torch's shape-only checks let zero and negative values through)."""
+    if not isinstance(groups, numbers.Integral) or isinstance(groups, bool) or groups < 1:
+        raise ValueError(f"groups must be a positive int, got {groups!r}")
+    return (_pair(stride, "stride", 1), _pair(padding, "padding", 0),
+            _pair(dilation, "dilation", 1), int(groups))
 
 
 def _resolve(backend: str, spikes: torch.Tensor, *tensors: torch.Tensor | None) -> str:
@@ -204,22 +230,13 @@ def spike_conv2d(
     """
     mode = _mode(weight)
     check_spikes(spikes, 4, check=False)  # the values: below, where the backend does it best
-    stride, padding, dilation = (
-        _pair(stride, "stride"), _pair(padding, "padding"), _pair(dilation, "dilation")
-    )
+    stride, padding, dilation, groups = conv_geometry(stride, padding, dilation, groups)
     if weight.device != spikes.device:
         raise ValueError(f"weight is on {weight.device} but spikes are on {spikes.device}")
-    expected_channels = weight.shape[1] * groups if weight.dim() == 4 else None
-    if expected_channels is not None and spikes.shape[1] != expected_channels:
-        raise RuntimeError(  # torch's wording; its shape-only check below says less
-            f"expected input{list(spikes.shape)} to have {expected_channels} channels (weight "
-            f"{list(weight.shape)}, groups={groups}), but got {spikes.shape[1]} channels instead"
-        )
-    out_shape = _out_shape(F.conv2d, spikes.shape, weight.shape, None, stride, padding, dilation,
-                           groups)
+    out_shape = _conv_out_shape(spikes.shape, weight.shape, stride, padding, dilation, groups)
     _check_bias(bias, mode, weight.shape[0], spikes.device)
     backend = _resolve(backend, spikes, weight, bias)
-    if backend == "dense":
+    if backend == "dense" or spikes.numel() == 0:  # an empty input: torch's own result
         check_spikes(spikes, 4, check)
         return _dense(F.conv2d, spikes, weight, bias, mode, stride, padding, dilation, groups)
     n, out_channels, out_h, out_w = out_shape
@@ -242,18 +259,17 @@ def spike_linear(
     sparse backends. Returns ``[N, O]`` float32 (float mode) or int32 (integer mode). Arguments
     and errors as :func:`spike_conv2d`."""
     mode = _mode(weight)
+    if weight.dim() == 1:  # F.linear's vector weight: one output, returned without its axis
+        if bias is not None:
+            raise RuntimeError("mat2 must be a matrix, got 1-D tensor")  # torch's, for this case
+        return spike_linear(spikes, weight[None], None, backend, check)[:, 0]
     check_spikes(spikes, 2, check=False)  # the values: below, as in spike_conv2d
     if weight.device != spikes.device:
         raise ValueError(f"weight is on {weight.device} but spikes are on {spikes.device}")
-    if weight.dim() == 2 and spikes.shape[1] != weight.shape[1]:
-        raise RuntimeError(  # torch's wording on CPU and CUDA; its shape-only check says less
-            f"mat1 and mat2 shapes cannot be multiplied ({spikes.shape[0]}x{spikes.shape[1]} "
-            f"and {weight.shape[1]}x{weight.shape[0]})"
-        )
-    _out_shape(F.linear, spikes.shape, weight.shape)
+    _linear_out_shape(spikes.shape, weight.shape)
     _check_bias(bias, mode, weight.shape[0], spikes.device)
     backend = _resolve(backend, spikes, weight, bias)
-    if backend == "dense":
+    if backend == "dense" or spikes.numel() == 0:  # an empty input: torch's own result
         check_spikes(spikes, 2, check)
         return _dense(F.linear, spikes, weight, bias, mode)
     out, init = _accumulator((spikes.shape[0], weight.shape[0]), mode, bias, spikes.device)
@@ -267,27 +283,57 @@ def _kernel_weight(weight: torch.Tensor, mode: str) -> torch.Tensor:
     return weight.to(torch.int8 if mode == "int" else torch.float32).contiguous()
 
 
+# The shape checks below are remembered per geometry: torch's meta call costs 20 to 90 us
+# (measured on two machines), against whole sparse calls from 0.1 ms (a linear layer on one
+# sample) at 99% sparsity. lru_cache keeps no exception: an error is raised afresh every call.
 @functools.lru_cache(maxsize=256)
-def _out_shape(op, spikes_shape: torch.Size, weight_shape: torch.Size, *geometry) -> torch.Size:
-    """The output shape of ``op`` (``F.conv2d`` or ``F.linear``) and ``geometry`` (its arguments
-    after the weight); torch validates the shapes, with its own messages, on shape-only tensors.
-    Remembered per geometry: the meta call costs 20 to 90 us (measured on two machines), against
-    whole sparse calls from 0.1 ms (a linear layer on one sample) at 99% sparsity; errors are
-    raised afresh, lru_cache keeps no exception."""
-    return op(
-        torch.empty(spikes_shape, device="meta"), torch.empty(weight_shape, device="meta"),
-        *geometry,
-    ).shape
+def _conv_out_shape(spikes_shape: torch.Size, weight_shape: torch.Size, stride, padding, dilation,
+                    groups) -> torch.Size:
+    """``F.conv2d``'s output shape, after its CPU checks (in its words where it has them): torch
+    checks the rest itself, on shape-only tensors, whose checks alone would let these through."""
+    if len(weight_shape) != 4:
+        raise ValueError(f"weight must be [O, C // groups, KH, KW], got {tuple(weight_shape)}")
+    if weight_shape[0] == 0 or weight_shape[0] % groups:
+        raise RuntimeError(
+            f"Given groups={groups}, expected weight to be divisible by {groups} (and at least 1) "
+            f"at dimension 0, but got weight of size {list(weight_shape)} instead"
+        )
+    if spikes_shape[1] != weight_shape[1] * groups:
+        raise RuntimeError(
+            f"expected input{list(spikes_shape)} to have {weight_shape[1] * groups} channels "
+            f"(weight {list(weight_shape)}, groups={groups}), but got {spikes_shape[1]} channels "
+            "instead"
+        )
+    if 0 in spikes_shape[2:] and spikes_shape[0] and spikes_shape[1]:
+        raise RuntimeError("Only zero batch or zero channel inputs are supported, but got input "
+                           f"shape: {list(spikes_shape)}")
+    return F.conv2d(torch.empty(spikes_shape, device="meta"),
+                    torch.empty(weight_shape, device="meta"), None, stride, padding, dilation,
+                    groups).shape
+
+
+@functools.lru_cache(maxsize=256)
+def _linear_out_shape(spikes_shape: torch.Size, weight_shape: torch.Size) -> torch.Size:
+    """``F.linear``'s output shape for a matrix weight, with its CPU error for a mismatch."""
+    if len(weight_shape) != 2:
+        raise ValueError(f"weight must be [O, F] (or [F]), got {tuple(weight_shape)}")
+    if spikes_shape[1] != weight_shape[1]:
+        raise RuntimeError(
+            f"mat1 and mat2 shapes cannot be multiplied ({spikes_shape[0]}x{spikes_shape[1]} "
+            f"and {weight_shape[1]}x{weight_shape[0]})"
+        )
+    return torch.Size((spikes_shape[0], weight_shape[0]))
 
 
 def _dense(op, spikes, weight, bias, mode, *geometry) -> torch.Tensor:
     """The reference path: float32 for float mode; float64 for integer mode (exact: every sum of
-    int8 weights over binary inputs is far below 2^53), returned as int32."""
+    int8 weights over binary inputs is far below 2^53), returned as int32 through int64, which
+    wraps a sum beyond int32 around as the int32 accumulators do (a direct cast saturates)."""
     dtype = torch.float64 if mode == "int" else torch.float32
     out = op(
         spikes.to(dtype), weight.to(dtype), None if bias is None else bias.to(dtype), *geometry
     )
-    return out.to(torch.int32) if mode == "int" else out
+    return out.to(torch.int64).to(torch.int32) if mode == "int" else out
 
 
 def float_error_bound(
