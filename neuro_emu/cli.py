@@ -127,34 +127,55 @@ def _demo_train_and_convert() -> int:
                                  "--max-images", "100", "-q"]))
 
 
+def comparison_pair(models: Sequence[str]) -> tuple[str, str] | None:
+    """The (SNN, ANN) that ``neuro-emu train`` compares among ``models``: the first SNN and the
+    ANN of its architecture (snn-vgg: ann-vgg), else the first ANN; None without one of each."""
+    from neuro_emu.models import MODELS
+
+    spiking = [m for m in models if MODELS[m][1]]
+    dense = [m for m in models if not MODELS[m][1]]
+    if not (spiking and dense):
+        return None
+    same_arch = [m for m in dense if MODELS[m][0] == MODELS[spiking[0]][0]]
+    return spiking[0], (same_arch or dense)[0]
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from neuro_emu.train import TrainConfig, train
+    from neuro_emu.data import DataError
+    from neuro_emu.train import CheckpointError, TrainConfig, train
     from neuro_emu.train.report import compare_runs
 
     out = Path(args.out)
     histories = {}
     for model in args.model:
-        config = TrainConfig(
-            model=model, width=args.width, epochs=args.epochs, timesteps=args.timesteps,
-            batch_size=args.batch_size, lr=args.lr, seed=args.seed, data=args.data,
-            device=args.device, amp=args.amp, channels_last=args.channels_last,
-            backend=args.backend, max_steps=args.max_steps, qcfs_levels=args.qcfs_levels,
-            label_smoothing=args.label_smoothing,
-        )
         run = out / model if len(args.model) > 1 else out
         try:
+            config = TrainConfig(
+                model=model, width=args.width, epochs=args.epochs, timesteps=args.timesteps,
+                batch_size=args.batch_size, lr=args.lr, seed=args.seed, data=args.data,
+                device=args.device, amp=args.amp, channels_last=args.channels_last,
+                backend=args.backend, max_steps=args.max_steps, qcfs_levels=args.qcfs_levels,
+                label_smoothing=args.label_smoothing,
+            )
             histories[model] = train(config, run, resume=args.resume)
-        except (FileExistsError, FileNotFoundError, ValueError) as error:
+        except (FileExistsError, FileNotFoundError, ValueError, DataError,
+                CheckpointError) as error:
             print(f"neuro-emu train: error: {error}", file=sys.stderr)
             return 2
+        except FloatingPointError as error:  # diverged: the message says what to change
+            print(f"neuro-emu train: error: {error}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            print(f"\nneuro-emu train: interrupted; the last finished epoch is in {run} "
+                  "(--resume continues from it)", file=sys.stderr)
+            return 130
         print(f"[{model}] best test accuracy {histories[model]['best_acc']:.4f} "
               f"(epoch {histories[model]['best_epoch']}); run in {run}")
-    spiking = [m for m in args.model if m.startswith("snn-")]
-    dense = [m for m in args.model if not m.startswith("snn-")]
-    if len(args.model) > 1 and spiking and dense and int(os.environ.get("RANK", "0")) == 0:
-        results = compare_runs(out / spiking[0], out / dense[0], out)
+    pair = comparison_pair(args.model)
+    if pair is not None and int(os.environ.get("RANK", "0")) == 0:
+        results = compare_runs(out / pair[0], out / pair[1], out)
         print((out / "results.md").read_text())
         print(f"results: {out / 'results.json'}, plots: {out}/*.png "
               f"(gap {results['gap_points']:.2f} points)")
@@ -183,11 +204,9 @@ def cmd_loihi(args: argparse.Namespace) -> int:
     """Quantize a checkpoint's network onto the Loihi emulator and print what it cost."""
     import json as json_module
 
-    import numpy as np
-
     from neuro_emu.convert import compile as compile_net
     from neuro_emu.convert import convert
-    from neuro_emu.data import BatchLoader, load_cifar10
+    from neuro_emu.data import BatchLoader, evenly_spaced, load_cifar10
     from neuro_emu.loihi.network import evaluate_accuracy
     from neuro_emu.loihi.resources import resource_report
     from neuro_emu.train.checkpoint import load_checkpoint
@@ -197,11 +216,8 @@ def cmd_loihi(args: argparse.Namespace) -> int:
         config = TrainConfig(**load_checkpoint(args.checkpoint)["config"])
         model = load_trained(args.checkpoint, "cpu")
         data = config.data if args.data is None else args.data
-        images, labels = load_cifar10("test", data, progress=not args.quiet)
-        if args.max_images is not None and args.max_images < len(labels):
-            # evenly spaced: the test splits are stored sorted by class
-            pick = (np.arange(args.max_images) * len(labels)) // args.max_images
-            images, labels = images[pick], labels[pick]
+        images, labels = evenly_spaced(*load_cifar10("test", data, progress=not args.quiet),
+                                       args.max_images)
         test = BatchLoader(images, labels, args.batch_size, train=False)
         if config.spiking:
             snn = model
@@ -371,11 +387,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    for name in ("steps", "size", "epochs", "timesteps", "batch_size", "max_images"):
+    for name in ("steps", "size", "epochs", "timesteps", "batch_size", "max_images",
+                 "max_steps"):
         value = getattr(args, name, 1)
         values = value if isinstance(value, list) else [value]
         if any(v is not None and v < 1 for v in values):
-            print(f"neuro-emu: error: --{name} must be >= 1, got {value}", file=sys.stderr)
+            flag = "--" + name.replace("_", "-")
+            print(f"neuro-emu: error: {flag} must be >= 1, got {value}", file=sys.stderr)
             return 2
     _use_triton_interpreter_without_gpu()
     return args.func(args)

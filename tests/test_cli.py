@@ -58,6 +58,45 @@ def test_usage_errors_exit_two(argv, message, capsys):
     assert message in capsys.readouterr().err
 
 
+TRAIN = ["train", "--model", "ann-vgg", "--width", "0.125", "--epochs", "1", "--max-steps", "1",
+         "--batch-size", "16", "--data", "subset"]
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--width", "inf"], "width must be a finite number > 0"),
+        (["--lr", "nan"], "lr must be a finite number > 0"),
+        (["--label-smoothing", "2"], "label_smoothing must be a finite number in [0, 1.0]"),
+        (["--max-steps", "0"], "--max-steps must be >= 1"),
+        (["--device", "foo"], "device 'foo'"),
+        (["--batch-size", "5000"], "more than the 3000 training images"),
+        (["--data", "{tmp}/empty"], "not found in"),
+        (["--out", "{tmp}/a-file"], "is not a folder"),
+        (["--out", "{tmp}/a-file/run"], "is not a folder"),
+        (["--resume", "--out", "{tmp}/cut"], "not a readable checkpoint"),
+    ],
+)
+def test_train_user_errors_are_one_line_and_exit_two(extra, message, tmp_path, capsys):
+    """Caught before any training where they can be (a bad --out too), each is one line on
+    stderr, no traceback."""
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "a-file").write_text("")
+    (tmp_path / "cut").mkdir()
+    (tmp_path / "cut" / "last.pt").write_bytes(b"PK\x03\x04 half a checkpoint")
+    argv = [*TRAIN, "--out", str(tmp_path / "run"), *[a.format(tmp=tmp_path) for a in extra]]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
+def test_train_on_cuda_without_a_gpu_says_so(tmp_path, capsys):
+    assert main([*TRAIN, "--device", "cuda", "--out", str(tmp_path)]) == 2
+    assert "no CUDA GPU is available" in capsys.readouterr().err
+
+
 def test_console_script_help():
     result = subprocess.run(
         [sys.executable, "-m", "neuro_emu.cli", "--help"], capture_output=True, text=True

@@ -429,3 +429,15 @@ def test_loader_same_batches_on_cuda():
     gpu = BatchLoader(images, labels, 16, train=True, seed=3, device="cuda")
     for (x, y), (u, v) in zip(_epoch(cpu, 4), _epoch(gpu, 4), strict=True):
         assert u.is_cuda and torch.equal(x, u.cpu()) and torch.equal(y, v.cpu())
+
+
+def test_evenly_spaced_covers_every_class_of_a_sorted_split():
+    from neuro_emu.data import evenly_spaced
+
+    labels = np.repeat(np.arange(10), 100)  # sorted by class, as the stored splits are
+    images = np.arange(1000)
+    picked_images, picked_labels = evenly_spaced(images, labels, 50)
+    assert np.array_equal(np.bincount(picked_labels), np.full(10, 5))
+    assert np.array_equal(labels[picked_images], picked_labels)
+    assert evenly_spaced(images, labels, None)[0] is images
+    assert evenly_spaced(images, labels, 5000)[0] is images

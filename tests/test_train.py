@@ -175,6 +175,36 @@ def test_a_save_killed_midway_keeps_the_previous_checkpoint(tmp_path, monkeypatc
     assert len(history["epochs"]) == 2
 
 
+def test_last_checkpoint_is_written_last_and_resume_repairs_the_history(tmp_path, monkeypatch):
+    """Each epoch writes best.pt, history.json, then last.pt (the point a resume starts from):
+    a run killed before its last.pt redoes that epoch; a resume rewrites a history.json cut
+    short. The files get the mode a plain open() gives (mkstemp's alone is 0600)."""
+    config = TrainConfig(model="ann-vgg", epochs=2, **TINY)
+    real_save = checkpoint_module.save_checkpoint
+
+    def dies_before_last(state, path):
+        if Path(path).name == "last.pt" and len(state["history"]["epochs"]) == 2:
+            raise KeyboardInterrupt
+        return real_save(state, path)
+
+    monkeypatch.setattr(trainer_module, "save_checkpoint", dies_before_last)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, tmp_path, progress=False)
+    monkeypatch.setattr(trainer_module, "save_checkpoint", real_save)
+    assert len(json.loads((tmp_path / "history.json").read_text())["epochs"]) == 2
+    assert len(load_checkpoint(tmp_path / "last.pt")["history"]["epochs"]) == 1
+    history = train(config, tmp_path, resume=True, progress=False)
+    assert len(history["epochs"]) == 2
+
+    (tmp_path / "history.json").write_text(json.dumps(history)[:50])  # cut short
+    assert train(config, tmp_path, resume=True, progress=False) == history
+    assert json.loads((tmp_path / "history.json").read_text()) == history
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("last.pt", "best.pt", "history.json"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~umask, name
+
+
 def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
     (tmp_path / "last.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(RuntimeError, match="not a readable checkpoint"):
@@ -200,10 +230,18 @@ def test_fused_training_step_equals_the_torch_loop(backend):
         assert torch.equal(grads_a[name], grads_b[name]), name
 
 
-def test_report_compares_the_two_runs(tmp_path):
+def test_report_compares_the_two_runs(tmp_path, monkeypatch):
+    from neuro_emu.train import report
+
     for model in ("snn-vgg", "ann-vgg"):
         train(TrainConfig(model=model, epochs=1, **TINY), tmp_path / model, progress=False)
+    energy_labels = []
+    real_loader = report.BatchLoader
+    monkeypatch.setattr(report, "BatchLoader", lambda images, labels, *a, **k: (
+        energy_labels.append(labels) or real_loader(images, labels, *a, **k)))
     results = compare_runs(tmp_path / "snn-vgg", tmp_path / "ann-vgg", tmp_path)
+    # The energy counts average over test images of every class (the split is sorted by class).
+    assert [len(set(labels.tolist())) for labels in energy_labels] == [10, 10]
     snn, ann = results["models"]["snn-vgg"], results["models"]["ann-vgg"]
     assert results["gap_points"] == pytest.approx(100 * (ann["best_acc"] - snn["best_acc"]))
     assert 0 < results["layer_energy_ratio"]
@@ -225,6 +263,15 @@ def test_ddp_two_processes_with_gloo(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     history = json.loads((tmp_path / "history.json").read_text())
     assert history["world_size"] == 2 and len(history["epochs"]) == 1
+
+
+def test_cli_compares_the_snn_with_the_ann_of_its_architecture():
+    from neuro_emu.cli import comparison_pair
+
+    assert comparison_pair(["snn-vgg", "vgg16", "ann-vgg"]) == ("snn-vgg", "ann-vgg")
+    assert comparison_pair(["resnet18", "snn-vgg"]) == ("snn-vgg", "resnet18")
+    assert comparison_pair(["ann-vgg"]) is None
+    assert comparison_pair(["ann-vgg", "vgg16"]) is None
 
 
 def test_cli_train_refuses_to_overwrite(tmp_path):

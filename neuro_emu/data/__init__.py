@@ -7,6 +7,7 @@ from neuro_emu.data.cifar10 import (
     CLASSES,
     DATA_ENV,
     DataError,
+    evenly_spaced,
     load_cifar10,
     subset_path,
 )
@@ -20,6 +21,7 @@ __all__ = [
     "BatchLoader",
     "DataError",
     "augment_batch",
+    "evenly_spaced",
     "load_cifar10",
     "normalize",
     "subset_path",

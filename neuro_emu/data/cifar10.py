@@ -66,8 +66,8 @@ _WHAT_TO_PUT = (
     "Put there either train.zip and test.zip (one 32x32 JPEG per image under "
     "<split>/<class>/<index>.jpg) or the original python-version batches (data_batch_1 .. "
     "data_batch_5 and test_batch, directly or in a cifar-10-batches-py subfolder); or pass "
-    f"root=<such a folder>, or set ${DATA_ENV} to one; root='subset' loads the 3,000 + 1,000 "
-    "images shipped with the package."
+    f"such a folder (root=, or --data on the command line), or set ${DATA_ENV} to one; 'subset' "
+    "loads the 3,000 + 1,000 images shipped with the package."
 )
 
 
@@ -112,6 +112,17 @@ def load_cifar10(
     if kind == "batches":
         return _load_batches(path, split)
     return _load_zip_cached(path, split, cache_dir, progress)
+
+
+def evenly_spaced(images: np.ndarray, labels: np.ndarray, count: int | None
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """``count`` images and their labels at evenly spaced positions of a split (all of it when
+    ``count`` is None or not smaller): the splits are stored sorted by class, so their first images
+    are all of one class."""
+    if count is None or count >= len(labels):
+        return images, labels
+    pick = (np.arange(count) * len(labels)) // count
+    return images[pick], labels[pick]
 
 
 def _find_source(split: str, root: str | Path | None) -> tuple[str, Path]:

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import torch
 
-from neuro_emu.data import BatchLoader, load_cifar10
+from neuro_emu.data import BatchLoader, evenly_spaced, load_cifar10
 from neuro_emu.train.checkpoint import save_json
 from neuro_emu.train.energy import AC_PJ, MAC_PJ, count_synaptic_ops
 from neuro_emu.train.trainer import BEST, HISTORY, load_trained
 
-ENERGY_IMAGES = 500  # test images the per-layer operation counts are averaged over
+ENERGY_IMAGES = 500  # test images (evenly spaced) the operation counts are averaged over
 
 
 def _history(run: Path) -> dict:
@@ -23,12 +23,12 @@ def _history(run: Path) -> dict:
 
 
 def _energy(run: Path, history: dict, device: torch.device) -> dict:
-    """Per-layer synaptic operations of the best checkpoint on the first test images."""
+    """Per-layer synaptic operations of the best checkpoint on test images of every class."""
     model = load_trained(run / BEST, device)
     config = history["config"]
-    images, labels = load_cifar10("test", config["data"], progress=False)
-    loader = BatchLoader(images[:ENERGY_IMAGES], labels[:ENERGY_IMAGES], ENERGY_IMAGES,
-                         train=False, device=device)
+    images, labels = evenly_spaced(*load_cifar10("test", config["data"], progress=False),
+                                   ENERGY_IMAGES)
+    loader = BatchLoader(images, labels, len(labels), train=False, device=device)
     batch, _ = next(iter(loader))
     spiking = history["epochs"][0]["test_spike_rate"] is not None
     steps = config["timesteps"] if spiking else 1

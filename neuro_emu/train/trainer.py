@@ -2,16 +2,18 @@
 
 One function, :func:`train`, serves the CLI (``neuro-emu train``), Python users and ``torchrun``
 (DDP: one process per device, each on its share of every epoch; rank 0 evaluates and writes).
-Every epoch writes ``last.pt`` (model, optimiser, scheduler, best-so-far, history: all a resumed
-run needs, since the data order and augmentation are a pure function of (seed, epoch)), ``best.pt``
-when the test accuracy improves, and ``history.json``, each atomically.
+Every epoch writes ``best.pt`` when the test accuracy improves, ``history.json``, then ``last.pt``
+(model, optimiser, scheduler, best-so-far, history: all a resumed run needs, since the data order
+and augmentation are a pure function of (seed, epoch)), each atomically.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,8 +73,17 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-        if not self.width > 0:
-            raise ValueError(f"width must be > 0, got {self.width!r}")
+        if self.max_steps is not None and (not isinstance(self.max_steps, int)
+                                           or self.max_steps < 1):
+            raise ValueError(f"max_steps must be None or an int >= 1, got {self.max_steps!r}")
+        positive = ("width", "lr", "tau")
+        for name in (*positive, "momentum", "weight_decay", "label_smoothing"):
+            value = getattr(self, name)
+            high = 1.0 if name == "label_smoothing" else math.inf
+            if not (isinstance(value, (int, float)) and math.isfinite(value)
+                    and (0 < value if name in positive else 0 <= value <= high)):
+                bound = "> 0" if name in positive else f"in [0, {high}]"
+                raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
         if self.qcfs_levels is not None and self.spiking:
             raise ValueError(f"qcfs_levels applies to ANNs, and {self.model} is an SNN")
 
@@ -108,11 +119,36 @@ def _init_distributed() -> _Dist:
 
 
 def _device(config: TrainConfig, ranks: _Dist) -> torch.device:
-    if config.device != "auto":
-        return torch.device(config.device)
-    if torch.cuda.is_available():
-        return torch.device("cuda", ranks.local_rank)
-    return torch.device("cpu")
+    """The config's device; "auto" and a bare "cuda" take this process's GPU (its local rank)."""
+    if config.device == "auto":
+        return torch.device("cuda", ranks.local_rank) if torch.cuda.is_available() else \
+            torch.device("cpu")
+    try:
+        device = torch.device(config.device)
+    except RuntimeError as error:
+        raise ValueError(f"device {config.device!r}: {error}") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {config.device!r}: no CUDA GPU is available here "
+                             "(use --device cpu or auto)")
+        if device.index is None:
+            device = torch.device("cuda", ranks.local_rank)
+    return device
+
+
+def _run_folder(out: Path) -> Path:
+    """``out``, created if need be, checked before any training: a path that cannot hold the
+    run's files is an error now, not after the first epoch."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as error:
+        raise ValueError(f"out: {out} cannot be a run folder: {error.filename} exists and is not "
+                         "a folder") from None
+    except PermissionError as error:
+        raise ValueError(f"out: cannot create {out} ({error.strerror})") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise ValueError(f"out: {out} is not writable")
+    return out
 
 
 def _spike_context(model: nn.Module):
@@ -227,12 +263,15 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False,
 
     Raises:
         FileExistsError: ``out/last.pt`` exists and ``resume`` is False.
-        ValueError: resuming with a different config.
+        ValueError: resuming with a different config; an ``out`` that cannot be a folder or a
+            device that is not there; a batch size larger than the training split.
+        CheckpointError: ``out/last.pt`` is not a readable checkpoint.
+        DataError: the data is missing or corrupt (see :func:`neuro_emu.data.load_cifar10`).
         FloatingPointError: the loss became NaN or infinite.
     """
-    out = Path(out)
     ranks = _init_distributed()
     device = _device(config, ranks)
+    out = _run_folder(Path(out))
     if device.type == "cuda":
         torch.cuda.set_device(device)
     on_gpu = device.type == "cuda"
@@ -257,6 +296,10 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False,
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         history = state["history"]
+        if ranks.main:  # last.pt is written last: history.json may lag it, or be cut short
+            save_json(history, out / HISTORY)
+    elif resume and ranks.main:
+        print(f"no {CHECKPOINT} in {out}: starting a new run", file=sys.stderr)
     start_epoch = len(history["epochs"])
 
     train_images, train_labels = load_cifar10("train", config.data, progress=ranks.main)
@@ -266,6 +309,11 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False,
                                world_size=ranks.world, channels_last=channels_last)
     test_loader = BatchLoader(test_images, test_labels, 500, train=False, device=device,
                               channels_last=channels_last)
+    if len(train_loader) == 0:
+        raise ValueError(
+            f"batch_size {config.batch_size} x {ranks.world} process(es) is more than the "
+            f"{len(train_labels)} training images: no full batch (a partial one is dropped)"
+        )
     net = model
     if ranks.world > 1:
         net = nn.parallel.DistributedDataParallel(
@@ -293,10 +341,12 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False,
             state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                      "scheduler": scheduler.state_dict(), "config": dataclasses.asdict(config),
                      "history": history}
-            save_checkpoint(state, last)
+            # last.pt last: a run killed in between redoes this epoch from the previous one,
+            # and best.pt and history.json are never behind the last.pt a resume starts from.
             if improved:
                 save_checkpoint(state, out / BEST)
             save_json(history, out / HISTORY)
+            save_checkpoint(state, last)
             if progress:
                 print(_log_line(config, record, history), flush=True)
         if ranks.world > 1:
