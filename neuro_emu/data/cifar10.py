@@ -66,8 +66,8 @@ _WHAT_TO_PUT = (
     "Put there either train.zip and test.zip (one 32x32 JPEG per image under "
     "<split>/<class>/<index>.jpg) or the original python-version batches (data_batch_1 .. "
     "data_batch_5 and test_batch, directly or in a cifar-10-batches-py subfolder); or pass "
-    f"such a folder (root=, or --data on the command line), or set ${DATA_ENV} to one; 'subset' "
-    "loads the 3,000 + 1,000 images shipped with the package."
+    f"such a folder (root=, or --data on the command line), or set ${DATA_ENV} to one; "
+    "root='subset' (--data subset) loads the 3,000 + 1,000 images shipped with the package."
 )
 
 
