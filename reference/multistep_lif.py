@@ -171,7 +171,9 @@ def _bwd_kernel(reset: int, surrogate: int, detach_reset: bool, bf16: bool):
 
 
 def _kernel_view(t: torch.Tensor) -> tuple[np.ndarray, bool]:
-    """(numpy view of ``t`` for the kernels, whether it is bfloat16); float16 is widened first."""
+    """(numpy view of ``t`` for the kernels, whether it is bfloat16); float16 is widened first.
+    Detached: under ``create_graph`` autograd hands the backward tensors that require grad."""
+    t = t.detach()
     if t.dtype == torch.bfloat16:
         return t.view(torch.int16).numpy(), True
     if t.dtype == torch.float16:
@@ -180,7 +182,7 @@ def _kernel_view(t: torch.Tensor) -> tuple[np.ndarray, bool]:
 
 
 def _membrane(n: int, v_init: torch.Tensor | None) -> torch.Tensor:
-    return torch.zeros(n, dtype=torch.float32) if v_init is None else v_init.clone()
+    return torch.zeros(n, dtype=torch.float32) if v_init is None else v_init.detach().clone()
 
 
 def multistep_lif_fwd(

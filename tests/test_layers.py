@@ -43,6 +43,19 @@ def test_single_step_loop_equals_multi_step(backend):
     assert_identical("grad_x", g_multi, g_single)
 
 
+def test_a_single_step_layer_copies_mid_sequence():
+    """After a step under autograd the carried membrane is part of the graph; a deepcopy (or a
+    pickle) carries it detached instead of failing, and continues the sequence alike."""
+    import copy
+
+    layer = LIF(tau=2.0, step_mode="single")
+    x = torch.rand(2, 3, requires_grad=True)
+    layer(x)
+    twin = copy.deepcopy(layer)
+    assert not twin.v.requires_grad and torch.equal(twin.v, layer.v.detach())
+    assert_identical("next step", twin(x.detach()), layer(x.detach()))
+
+
 def test_multi_step_calls_are_independent():
     layer = LIF(tau=2.0)
     x = torch.rand(4, 2, 9) * 1.5
@@ -80,6 +93,11 @@ def test_in_a_network_trains():
         (dict(tau=2.0, reset="soft-ish"), "reset must be one of"),
         (dict(tau=2.0, surrogate="erf"), "surrogate must be one of"),
         (dict(tau=2.0, step_mode="both"), "step_mode"),
+        (dict(tau=2.0, v_init=float("nan")), "v_init must be a finite float32"),
+        (dict(tau=2.0, v_init=1e39), "v_init must be a finite float32"),
+        (dict(tau=2.0, backend="cuda"), "backend must be one of"),
+        (dict(tau=2.0, step_mode="folded", timesteps=True), "timesteps must be None or an int"),
+        (dict(tau=2.0, step_mode="folded", timesteps=-3), "timesteps must be None or an int"),
     ],
 )
 def test_construction_errors(kwargs, message):
@@ -95,3 +113,32 @@ def test_if_rejects_a_leak():
 def test_multi_step_needs_time_axis():
     with pytest.raises(ValueError, match=r"x: \[T, B, \.\.\.\]"):
         LIF(tau=2.0)(torch.rand(5))
+
+
+def test_input_errors_are_clear_in_every_mode():
+    with pytest.raises(ValueError, match="T = 0 time steps"):
+        LIF(tau=2.0, v_init=0.5)(torch.rand(0, 2, 3))
+    for mode in ("multi", "single", "folded"):
+        with pytest.raises(TypeError, match="takes a torch.Tensor, got list"):
+            LIF(tau=2.0, step_mode=mode, timesteps=2)([1.0, 2.0])
+
+
+def test_a_spiking_network_gives_its_neurons_its_timesteps_at_every_call():
+    """Two networks sharing one body at different T, and a neuron added after wrapping: each
+    call runs the neurons at the calling network's T (the neurons used to keep the last T set,
+    silently folding batch into time)."""
+    from neuro_emu.layers import SpikingNetwork
+
+    torch.manual_seed(0)
+    body = nn.Sequential(nn.Linear(5, 6), LIF(tau=2.0, step_mode="folded"), nn.Linear(6, 3))
+    x = torch.randn(8, 5)
+    at_four = SpikingNetwork(body, 4)
+    before = at_four(x)
+    at_eight = SpikingNetwork(body, 8)
+    assert_identical("T = 4 after a T = 8 wrapper", at_four(x), before)
+    assert at_eight(x).shape == (8, 3)
+    body.append(IF(step_mode="folded"))
+    assert at_four(x).shape == (8, 3)
+    body[1].step_mode = "multi"
+    with pytest.raises(ValueError, match="step_mode='folded'"):
+        at_four(x)

@@ -179,6 +179,23 @@ def test_inference_saves_nothing(backend):
     assert saved == []
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_first_order_gradients_under_create_graph_and_a_clear_second_order_error(backend):
+    """create_graph=True (gradient penalties) gives the usual first-order gradients on every
+    backend; differentiating them again is an error on every backend, not a wrong or silently
+    missing second derivative (the kernels' backward has no backward of its own)."""
+    dev = device_for(backend)
+    x = torch.randn(4, 3, device=dev, requires_grad=True)
+    v_init = torch.rand(3, device=dev, requires_grad=True)
+    spikes = multistep_lif(x, v_init, beta=0.5, backend=backend)
+    expected = torch.autograd.grad((spikes * spikes).sum(), (x, v_init), retain_graph=True)
+    grads = torch.autograd.grad((spikes * spikes).sum(), (x, v_init), create_graph=True)
+    for got, want in zip(grads, expected, strict=True):
+        assert_identical("create_graph gradient", got, want)
+    with pytest.raises(RuntimeError, match="differentiate twice"):
+        grads[0].sum().backward()
+
+
 def test_if_alias_is_beta_one():
     x = torch.rand(5, 20) * 1.2
     assert_identical("spikes", multistep_if(x, backend="numba"), multistep_lif(x, beta=1.0))

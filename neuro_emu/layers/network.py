@@ -61,13 +61,16 @@ class SpikingNetwork(nn.Module):
         if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
             raise ValueError(f"timesteps must be an int >= 1, got {steps!r}")
         self._timesteps = steps
+        self._give_neurons_timesteps()
+
+    def _give_neurons_timesteps(self) -> None:
         for _, neuron in self.neurons():
             if neuron.step_mode != "folded":
                 raise ValueError(
                     f"neurons inside a SpikingNetwork run in step_mode='folded', and "
                     f"{type(neuron).__name__} has {neuron.step_mode!r}"
                 )
-            neuron.timesteps = steps
+            neuron.timesteps = self._timesteps
 
     def neurons(self) -> Iterator[tuple[str, LIF]]:
         """``(qualified name, module)`` of every LIF/IF neuron layer, in registration order."""
@@ -82,6 +85,9 @@ class SpikingNetwork(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: [B, ...] -> the output averaged over T, [B, ...]."""
+        # Again at every call: a body shared with another SpikingNetwork (at another T), or
+        # changed after wrapping, would otherwise fold batch and time together silently.
+        self._give_neurons_timesteps()
         steps = self.timesteps
         folded = x.unsqueeze(0).expand(steps, *x.shape).reshape(steps * x.shape[0], *x.shape[1:])
         out = self.body(folded)

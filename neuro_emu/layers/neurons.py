@@ -12,13 +12,15 @@ call :meth:`reset_state` between sequences. Both modes give the same spikes, bit
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
 from torch import nn
 
 from neuro_emu.ops import lif_params, multistep_lif
-from neuro_emu.ops.multistep_lif import Backend
+from neuro_emu.ops.multistep_lif import BACKENDS, Backend
+from neuro_emu.ops.surrogate import as_float32
 
 StepMode = Literal["multi", "single", "folded"]
 
@@ -73,27 +75,43 @@ class LIF(nn.Module):
             alpha=alpha, detach_reset=detach_reset,
         )
         lif_params(**self.kwargs)  # fail at construction, not at the first forward
+        if not (isinstance(v_init, (int, float)) and math.isfinite(as_float32(v_init))):
+            raise ValueError(f"v_init must be a finite float32 number, got {v_init!r}")
+        if backend not in ("auto", *BACKENDS):
+            raise ValueError(f"backend must be one of {('auto', *BACKENDS)}, got {backend!r}")
+        if timesteps is not None and not _is_count(timesteps):
+            raise ValueError(f"timesteps must be None or an int >= 1, got {timesteps!r}")
         self.v_init = float(v_init)
         self.backend = backend
         self.step_mode = step_mode
         self.timesteps = timesteps
         self.v: torch.Tensor | None = None
 
+    def __getstate__(self) -> dict:
+        # Single-step mode carries a membrane that is part of the caller's autograd graph, which
+        # deepcopy and pickle refuse: a copy carries it detached.
+        state = self.__dict__.copy()
+        if state.get("v") is not None:
+            state["v"] = state["v"].detach()
+        return state
+
     def reset_state(self) -> None:
         """Forget the membrane: the next single-step call starts from ``v_init``."""
         self.v = None
 
-    def _initial_membrane(self, like: torch.Tensor) -> torch.Tensor | None:
+    def _initial_membrane(self, shape: tuple[int, ...], device) -> torch.Tensor | None:
         if self.v_init == 0.0:
             return None
-        return torch.full(like.shape, self.v_init, dtype=torch.float32, device=like.device)
+        return torch.full(shape, self.v_init, dtype=torch.float32, device=device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: [T, B, ...] (multi), [T * B, ...] (folded) or [B, ...] (single) -> spikes of the
         same shape and dtype."""
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{type(self).__name__} takes a torch.Tensor, got {type(x).__name__}")
         if self.step_mode == "folded":
             steps = self.timesteps
-            if not isinstance(steps, int) or steps < 1:
+            if not _is_count(steps):
                 raise ValueError(
                     f"{type(self).__name__} in folded mode needs timesteps (T >= 1), got {steps!r}:"
                     " wrap the network in SpikingNetwork or set .timesteps"
@@ -103,22 +121,22 @@ class LIF(nn.Module):
                     f"folded input {tuple(x.shape)} does not split into T = {steps} steps: its "
                     "first dimension must be T * B"
                 )
+            x = x.unflatten(0, (steps, -1))
             spikes, v = multistep_lif(
-                x.unflatten(0, (steps, -1)), self._initial_membrane(x[: x.shape[0] // steps]),
-                **self.kwargs, backend=self.backend, return_state=True,
+                x, self._initial_membrane(x.shape[1:], x.device), **self.kwargs,
+                backend=self.backend, return_state=True,
             )
             self.v = v.detach()
             return spikes.flatten(0, 1)
         if self.step_mode == "multi":
-            if not isinstance(x, torch.Tensor) or x.dim() < 2:
+            if x.dim() < 2:
                 raise ValueError(
                     f"{type(self).__name__} in multi-step mode takes x: [T, B, ...], got "
-                    f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}; "
-                    "use step_mode='single' for one step [B, ...]"
+                    f"{tuple(x.shape)}; use step_mode='single' for one step [B, ...]"
                 )
             spikes, v = multistep_lif(
-                x, self._initial_membrane(x[0]), **self.kwargs, backend=self.backend,
-                return_state=True,
+                x, self._initial_membrane(x.shape[1:], x.device), **self.kwargs,
+                backend=self.backend, return_state=True,
             )
             self.v = v.detach()
             return spikes
@@ -127,7 +145,7 @@ class LIF(nn.Module):
                 f"single-step input {tuple(x.shape)} does not match the carried membrane "
                 f"{tuple(self.v.shape)}; call reset_state() between sequences"
             )
-        v = self._initial_membrane(x) if self.v is None else self.v
+        v = self._initial_membrane(x.shape, x.device) if self.v is None else self.v
         spikes, self.v = multistep_lif(
             x.unsqueeze(0), v, **self.kwargs, backend=self.backend, return_state=True
         )
@@ -139,6 +157,10 @@ class LIF(nn.Module):
         if mode == "folded":
             mode += f", timesteps={self.timesteps}"
         return f"{params}, v_init={self.v_init}, backend={self.backend}, step_mode={mode}"
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
 class IF(LIF):

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
+from torch.autograd.function import once_differentiable
 
 from neuro_emu.ops.surrogate import (
     SURROGATE_IDS,
@@ -213,6 +214,7 @@ class _LIFStep(torch.autograd.Function):
         return s.to(x_t.dtype), v_next
 
     @staticmethod
+    @once_differentiable  # h is saved without its graph: a second derivative would be wrong
     def backward(ctx, grad_s, grad_v):  # noqa: D102
         (h,) = ctx.saved_tensors
         p, acc = ctx.p, h.dtype
@@ -386,6 +388,7 @@ class _EagerLIF(torch.autograd.Function):
         return _kernel_fwd(x, v_init, beta, v_th, reset, v_reset, params_and_backend[-1])
 
     @staticmethod
+    @once_differentiable  # the kernels' backward has no backward of its own
     def backward(ctx, grad_s, grad_v):  # noqa: D102
         return _backward(ctx, grad_s, grad_v, bwd=_kernel_bwd)
 
