@@ -351,7 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="backend of the IF neurons (default: gpu with CUDA, else cpu)")
     conv.add_argument("--batch-size", type=int, default=200)
     conv.add_argument("--max-images", type=int, default=None,
-                      help="evaluate on the first N test images only")
+                      help="this many test images, evenly spaced over the split")
     conv.add_argument("--out", default=None, help="folder for sweep.json and sweep.png")
     conv.add_argument("--sparse", action="store_true",
                       help="also time the largest T with spike-sparse convolutions")

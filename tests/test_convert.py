@@ -16,7 +16,7 @@ from neuro_emu.convert import (
     replace_activations,
 )
 from neuro_emu.data import BatchLoader, load_cifar10
-from neuro_emu.layers import IF, SpikingConv2d, SpikingNetwork
+from neuro_emu.layers import IF, SpikingConv2d, SpikingLinear, SpikingNetwork
 from neuro_emu.models import build_model
 from neuro_emu.ops import available_backends
 from neuro_emu.train import TrainConfig, train
@@ -100,6 +100,18 @@ def test_batchnorm_folding_changes_nothing_beyond_rounding():
         assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())  # not mutated
 
 
+def test_batchnorm_after_a_linear_folds_only_on_flat_features():
+    """On [B, S, F] BatchNorm1d(S) normalises dim 1 while the Linear makes dim 2: no fold there."""
+    torch.manual_seed(6)
+    tokens = _randomize_batchnorm(nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4)))
+    x = torch.randn(2, 4, 4)
+    torch.testing.assert_close(fold_batchnorm(tokens)(x), tokens(x))
+    flat = _randomize_batchnorm(nn.Sequential(nn.Flatten(), nn.Linear(16, 4), nn.BatchNorm1d(4)))
+    folded = fold_batchnorm(flat)
+    assert not any(isinstance(m, nn.BatchNorm1d) for m in folded.modules())
+    torch.testing.assert_close(folded(x), flat(x))
+
+
 def test_fx_rewrite_of_a_residual_graph_keeps_the_ann_output():
     torch.manual_seed(2)
     model = _randomize_batchnorm(build_model("resnet18", width=0.25))
@@ -123,6 +135,42 @@ def test_unconvertible_layers_are_named():
         neuro_emu.convert(gelu)
     with pytest.raises(ValueError, match="cal_loader"):
         neuro_emu.convert(nn.Sequential(nn.Linear(4, 4), nn.ReLU()))
+
+
+class _NoBatches:
+    """A loader that fails the test if anything iterates it."""
+
+    def __iter__(self):
+        raise AssertionError("the loader was used before the arguments were checked")
+
+
+@pytest.mark.parametrize("argument, match", [
+    ({"backend": "bogus"}, "backend must be one of"),
+    ({"levels": 0}, "levels must be an int >= 1"),
+    ({"percentile": 150.0}, r"percentile must be a number in \[0, 100\]"),
+    ({"percentile": float("nan")}, r"percentile must be a number in \[0, 100\]"),
+])
+def test_bad_convert_arguments_raise_before_calibration(argument, match):
+    model = nn.Sequential(nn.Linear(4, 4), nn.ReLU())
+    with pytest.raises(ValueError, match=match):
+        neuro_emu.convert(model, _NoBatches(), progress=False, **argument)
+
+
+def test_measurements_without_samples_raise():
+    snn = neuro_emu.convert(qcfs_model(nn.Sequential(nn.Linear(4, 4), nn.ReLU())), timesteps=2,
+                            backend="torch")
+    batches = [(torch.randn(2, 4), torch.zeros(2, dtype=torch.long))]
+    for measure in (neuro_emu.evaluate, neuro_emu.measure_sparsity,
+                    lambda net, loader: evaluate_timesteps(net, loader, [1, 2])):
+        with pytest.raises(ValueError, match="the loader yielded no samples"):
+            measure(snn, [])
+    for max_batches in (0, -1):
+        with pytest.raises(ValueError, match="max_batches must be an int >= 1 or None"):
+            neuro_emu.measure_sparsity(snn, batches, max_batches=max_batches)
+    assert 0.0 <= neuro_emu.measure_sparsity(snn, batches, max_batches=1) <= 1.0
+    for steps in ([2.5], [True]):  # not truncated to an int
+        with pytest.raises(ValueError, match="timesteps must be ints >= 1"):
+            evaluate_timesteps(snn, batches, steps)
 
 
 def test_one_run_t_sweep_equals_separate_runs():
@@ -206,9 +254,17 @@ def test_converted_network_conforms_across_backends(trained_qcfs):
     assert report.checks > 0
 
 
-def test_convert_command_prints_the_sweep(trained_qcfs, request, tmp_path, capsys):
+def test_convert_command_prints_the_sweep(trained_qcfs, request, tmp_path, capsys, monkeypatch):
     from neuro_emu.cli import main
+    from neuro_emu.convert import sweep
 
+    loader_labels = []
+
+    def recording_loader(images, labels, *args, **kwargs):
+        loader_labels.append(labels)
+        return BatchLoader(images, labels, *args, **kwargs)
+
+    monkeypatch.setattr(sweep, "BatchLoader", recording_loader)
     checkpoint = request.config.cache_checkpoint
     args = ["convert", "--checkpoint", str(checkpoint), "--timesteps", "2", "8", "--data",
             "subset", "--max-images", "100", "--out", str(tmp_path), "-q", "--sparse"]
@@ -216,7 +272,27 @@ def test_convert_command_prints_the_sweep(trained_qcfs, request, tmp_path, capsy
     printed = capsys.readouterr().out
     assert "| 8 |" in printed and "ANN accuracy" in printed and "Spike-sparse" in printed
     assert (tmp_path / "sweep.json").is_file() and (tmp_path / "sweep.png").stat().st_size > 0
+    # the split is sorted by class: its first 100 images would all be one class
+    assert len(set(loader_labels[0].tolist())) == 10
     assert main(["convert", "--checkpoint", str(tmp_path / "none.pt")]) == 2
+
+
+def test_convert_command_checks_out_before_any_work(trained_qcfs, request, tmp_path, capsys,
+                                                    monkeypatch):
+    from neuro_emu.cli import main
+    from neuro_emu.convert import sweep
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the model was loaded before --out was checked")
+
+    monkeypatch.setattr(sweep, "load_trained", no_work)
+    occupied = tmp_path / "results"
+    occupied.write_text("")
+    args = ["convert", "--checkpoint", str(request.config.cache_checkpoint), "--data", "subset",
+            "--out", str(occupied), "-q"]
+    assert main(args) == 2
+    assert capsys.readouterr().err == (f"neuro-emu convert: error: cannot make the out folder "
+                                       f"{str(occupied)!r}: File exists\n")
 
 
 def test_sparsified_network_computes_the_same(trained_qcfs):
@@ -231,6 +307,42 @@ def test_sparsified_network_computes_the_same(trained_qcfs):
     assert all(layer.last_sparsity is not None for layer in layers)
     # (w * lambda) . s against w . (lambda * s): float rounding apart
     torch.testing.assert_close(sparse_out, dense_out, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_sparsify_keeps_a_linear_on_tokens_dense(per_channel):
+    """A Linear fed [T * B, S, F] spikes stays nn.Linear (SpikingLinear takes [T * B, F] only,
+    and a per-channel Scale multiplies dim S, not the Linear's features); one fed [T * B, F]
+    still runs spike-sparse."""
+    torch.manual_seed(7)
+    model = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2), nn.Flatten(), nn.ReLU(),
+                          nn.Linear(8, 3)).eval()
+    x = torch.randn(4, 4, 4)  # S = F = 4: a per-channel factor would fit the wrong axis
+    snn = neuro_emu.convert(model, [(x, torch.zeros(4, dtype=torch.long))], timesteps=8,
+                            per_channel=per_channel, backend="torch", progress=False)
+    sparse = neuro_emu.convert.sparsify(snn)
+    linears = [type(m) for m in sparse.body.modules() if isinstance(m, nn.Linear)]
+    assert linears == [nn.Linear, nn.Linear, SpikingLinear]
+    with torch.no_grad():
+        torch.testing.assert_close(sparse(x), snn(x), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("padding", [
+    {"padding": 1, "padding_mode": "circular"},
+    {"padding": 1, "padding_mode": "reflect"},
+    {"padding": "same"},
+])
+def test_sparsify_keeps_convolutions_it_cannot_pad_dense(padding):
+    torch.manual_seed(8)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, **padding),
+                          nn.Flatten(), nn.Linear(4 * 6 * 6, 3)).eval()
+    x = torch.randn(4, 3, 6, 6)
+    snn = neuro_emu.convert(model, [(x, torch.zeros(4, dtype=torch.long))], timesteps=8,
+                            backend="torch", progress=False)
+    sparse = neuro_emu.convert.sparsify(snn)
+    assert not any(isinstance(m, SpikingConv2d) for m in sparse.modules())
+    with torch.no_grad():
+        torch.testing.assert_close(sparse(x), snn(x))
 
 
 class _UserBlock(nn.Module):

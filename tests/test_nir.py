@@ -434,6 +434,26 @@ def test_import_argument_errors(small_file):
         from_nir(small_file, dt=1.0)
     with pytest.warns(NIRImportWarning, match="assuming dt = 0.0001"):
         from_nir(small_file, timesteps=2)
+    for steps in (2.5, True):  # not truncated to an int
+        with pytest.raises(ValueError, match="timesteps must be an int >= 1"):
+            from_nir(small_file, timesteps=steps, dt=1.0)
+    meta = {"neuro_emu": json.dumps({"timesteps": 2.7, "dt": 1.0})}
+    graph = nir.NIRGraph(nodes=_small_graph(), edges=list(_EDGES), metadata=meta)
+    with pytest.raises(ValueError, match="the graph's timesteps must be an int >= 1"):
+        from_nir(graph)
+
+
+def test_node_names_that_are_module_attributes_import_and_run():
+    """Nodes named like a GraphModule's own attributes get a ``_`` appended; others keep theirs."""
+    nodes = _small_graph()
+    nodes["forward"], nodes["training"] = nodes.pop("fc"), nodes.pop("lif")
+    edges = [("input", "forward"), ("forward", "training"), ("training", "output")]
+    net = from_nir(_graph(nodes, edges), timesteps=2, dt=1.0)
+    assert [name for name, _ in net.body.named_children()] == ["forward_", "training_"]
+    plain = from_nir(_graph(), timesteps=2, dt=1.0)
+    assert [name for name, _ in plain.body.named_children()] == ["fc", "lif"]
+    x = torch.rand(2, 4)
+    assert torch.equal(net(x), plain(x))
 
 
 def test_edited_metadata_loses_to_the_nir_fields(tmp_path):

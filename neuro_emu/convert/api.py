@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import itertools
+import numbers
+from collections.abc import Iterable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -82,6 +84,15 @@ def evaluate(model: nn.Module, loader: Iterable, device: str | torch.device | No
     return correct / seen
 
 
+def _first_batches(loader: Iterable, max_batches: int | None) -> Iterator:
+    """``loader``'s first ``max_batches`` batches, all of them for None."""
+    if max_batches is not None and (isinstance(max_batches, bool)
+                                    or not isinstance(max_batches, int) or max_batches < 1):
+        raise ValueError(f"max_batches must be an int >= 1 or None (every batch), "
+                         f"got {max_batches!r}")
+    return itertools.islice(loader, max_batches)
+
+
 @torch.no_grad()
 def measure_sparsity(snn: SpikingNetwork, loader: Iterable,
                      device: str | torch.device | None = None, per_layer: bool = False,
@@ -91,22 +102,31 @@ def measure_sparsity(snn: SpikingNetwork, loader: Iterable,
     ``snn`` may also be the LoihiNetwork of ``compile(..., "loihi2_sim")``: its neuron layers
     (not the readout) are counted over the whole emulated run, ``T + depth`` steps per image.
 
+    Args:
+        max_batches: run only this many of ``loader``'s batches (None: all).
+
     Returns:
         the overall sparsity, or with ``per_layer`` a pair ``(overall, {layer: sparsity})``.
+
+    Raises:
+        ValueError: ``max_batches`` not None or an int >= 1, or no samples to measure on.
     """
     from neuro_emu.loihi.network import LoihiNetwork, RunStats
 
+    batches = _first_batches(loader, max_batches)
+    seen = 0
     if isinstance(snn, LoihiNetwork):
         saved, snn.stats = snn.stats, RunStats()
         try:
-            for index, (images, _labels) in enumerate(loader):
-                if index == max_batches:
-                    break
+            for images, _labels in batches:
                 snn(images)
+                seen += len(images)
             layers = {name: c for name, c in snn.stats.layers.items()
                       if name != snn.layers[-1].name}
         finally:
             snn.stats = saved
+        if not seen:
+            raise ValueError("the loader yielded no samples")
         steps = sum(c.neuron_steps for c in layers.values())
         overall = 1.0 - sum(c.spikes for c in layers.values()) / steps if steps else 1.0
         if not per_layer:
@@ -117,10 +137,11 @@ def measure_sparsity(snn: SpikingNetwork, loader: Iterable,
     device = _device(snn, device)
     snn.eval()
     with snn.record_spikes() as counts:
-        for index, (images, _labels) in enumerate(loader):
-            if index == max_batches:
-                break
+        for images, _labels in batches:
             snn(images.to(device))
+            seen += len(images)
+    if not seen:
+        raise ValueError("the loader yielded no samples")
     overall = 1.0 - counts.overall()
     if not per_layer:
         return overall
@@ -137,13 +158,18 @@ def evaluate_timesteps(snn: SpikingNetwork, loader: Iterable, timesteps: Sequenc
 
     Returns:
         ``{T: {"acc": ..., "sparsity": ...}}``.
+
+    Raises:
+        ValueError: ``timesteps`` empty or not all ints >= 1, or the loader yielded no samples.
     """
     if not isinstance(snn, SpikingNetwork):
         raise TypeError(f"evaluate_timesteps takes a SpikingNetwork, got {type(snn).__name__} "
                         "(a LoihiNetwork: set its .timesteps and call evaluate for each T)")
-    steps = sorted(set(int(t) for t in timesteps))
-    if not steps or steps[0] < 1:
+    requested = list(timesteps)
+    if not requested or not all(isinstance(t, numbers.Integral) and not isinstance(t, bool)
+                                and t >= 1 for t in requested):
         raise ValueError(f"timesteps must be ints >= 1, got {timesteps!r}")
+    steps = sorted(set(int(t) for t in requested))
     device = _device(snn, device)
     horizon = steps[-1]
     previous = snn.timesteps
@@ -176,6 +202,8 @@ def evaluate_timesteps(snn: SpikingNetwork, loader: Iterable, timesteps: Sequenc
         for handle in handles:
             handle.remove()
         snn.timesteps = previous
+    if not seen:
+        raise ValueError("the loader yielded no samples")
     cumulative = spikes.cumsum(0)
     return {
         t: {"acc": int(correct[t - 1]) / seen,

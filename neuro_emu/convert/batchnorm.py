@@ -9,6 +9,8 @@ import torch
 import torch.fx as fx
 from torch import nn
 
+from neuro_emu.convert.rank import output_rank
+
 FOLDABLE = (nn.Conv1d, nn.Conv2d, nn.Linear)
 
 
@@ -38,9 +40,11 @@ def fold_graph(gm: fx.GraphModule,
     """Fold every BatchNorm node of ``gm`` (in place) into the conv/linear node before it.
 
     A BatchNorm that cannot be folded (no running statistics, not right after a conv/linear whose
-    output it alone reads, or after a module called more than once) is passed to
-    ``unfoldable(node, reason)``, which raises or lets it stay.
+    output it alone reads, after a module called more than once, or after a Linear whose input
+    the graph does not fix as ``[N, F]``) is passed to ``unfoldable(node, reason)``, which raises
+    or lets it stay.
     """
+    modules = dict(gm.named_modules())  # for output_rank: folding keeps every module's type
     calls: dict[str, int] = {}
     for node in gm.graph.nodes:
         if node.op == "call_module":
@@ -65,6 +69,12 @@ def fold_graph(gm: fx.GraphModule,
             unfoldable(node, f"BatchNorm after {source.name!r}, whose module {source.target!r} "
                              f"is called {calls[source.target]} times (shared weights cannot "
                              "take one call's BatchNorm)")
+            continue
+        if isinstance(layer, nn.Linear) and output_rank(source, modules) != 2:
+            # BatchNorm normalises dim 1, which is the Linear's output features only at rank 2
+            unfoldable(node, f"BatchNorm after the Linear {source.name!r}, whose input is not "
+                             "known to be [N, features]: on more dims BatchNorm normalises dim "
+                             "1, not the Linear's features")
             continue
         gm.add_submodule(source.target, fold_into(layer, bn))
         node.replace_all_uses_with(source)

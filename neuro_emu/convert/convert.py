@@ -30,6 +30,7 @@ from neuro_emu.convert.qcfs import (
     trace,
 )
 from neuro_emu.layers import IF, Scale, SpikingNetwork
+from neuro_emu.ops import BACKENDS
 
 # Modules that pass rates through unchanged in meaning: linear maps, pooling by averaging, shape.
 _LINEAR_MODULES = (
@@ -195,6 +196,14 @@ def convert(
     """
     if method != "qcfs":
         raise ValueError(f"method must be 'qcfs', got {method!r}")
+    if backend not in ("auto", *BACKENDS):
+        raise ValueError(f"backend must be one of {('auto', *BACKENDS)}, got {backend!r}")
+    if isinstance(levels, bool) or not isinstance(levels, int) or levels < 1:
+        raise ValueError(f"levels must be an int >= 1, got {levels!r}")
+    # NaN fails both comparisons too
+    if isinstance(percentile, bool) or not (isinstance(percentile, (int, float))
+                                            and 0 <= percentile <= 100):
+        raise ValueError(f"percentile must be a number in [0, 100], got {percentile!r}")
     if not isinstance(finetune_epochs, int) or finetune_epochs < 0:
         raise ValueError(f"finetune_epochs must be an int >= 0, got {finetune_epochs!r}")
     param = next(model.parameters(), None)

@@ -5,7 +5,9 @@ kernels at inference when the input is sparse enough to pay, dense otherwise).
 
 Folding ``lambda`` into the weights computes ``(w * lambda) . s`` where the dense network computes
 ``w . (lambda * s)``: equal up to float rounding, not bit for bit. A Scale that also feeds other
-nodes (a residual identity, a pooling) stays for them.
+nodes (a residual identity, a pooling) stays for them. A layer the Spiking* layers cannot stand in
+for stays dense: a Linear whose input the graph does not fix as ``[T * B, F]``, a Conv2d with a
+padding mode other than zeros or padding given as a string.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import torch
 import torch.fx as fx
 from torch import nn
 
+from neuro_emu.convert.rank import output_rank
 from neuro_emu.layers import IF, Scale, SpikingConv2d, SpikingLinear, SpikingNetwork
 
 
@@ -25,6 +28,15 @@ def _call_counts(gm: fx.GraphModule) -> dict[str, int]:
         if node.op == "call_module":
             counts[node.target] = counts.get(node.target, 0) + 1
     return counts
+
+
+def _has_spiking_twin(layer: nn.Module, spikes: fx.Node, modules: dict[str, nn.Module]) -> bool:
+    """Whether a Spiking* layer computes what ``layer``, fed by the neuron node ``spikes``, does:
+    SpikingLinear takes ``[T * B, F]`` only (where a per-channel Scale's dim 1 is also the
+    Linear's features), SpikingConv2d zero padding of numeric size only."""
+    if isinstance(layer, nn.Conv2d):
+        return layer.padding_mode == "zeros" and not isinstance(layer.padding, str)
+    return isinstance(layer, nn.Linear) and output_rank(spikes, modules) == 2
 
 
 def _scaled_copy(layer: nn.Module, factor: torch.Tensor) -> nn.Module | None:
@@ -80,8 +92,10 @@ def sparsify(snn: SpikingNetwork, backend: str = "auto") -> SpikingNetwork:
                 and source.op == "call_module" and isinstance(modules[source.target], IF)):
             continue
         for user in list(node.users):
-            layer = modules.get(user.target) if user.op == "call_module" else None
-            if not isinstance(layer, (nn.Conv2d, nn.Linear)) or calls[user.target] != 1:
+            if user.op != "call_module" or calls[user.target] != 1:
+                continue
+            layer = modules[user.target]
+            if not _has_spiking_twin(layer, source, modules):
                 continue
             scaled = _scaled_copy(layer, scale.factor)
             if scaled is None:

@@ -11,7 +11,7 @@ import torch
 from neuro_emu.convert.api import compile, evaluate, evaluate_timesteps
 from neuro_emu.convert.convert import convert
 from neuro_emu.convert.sparse import sparsify
-from neuro_emu.data import BatchLoader, load_cifar10
+from neuro_emu.data import BatchLoader, evenly_spaced, load_cifar10
 from neuro_emu.train.checkpoint import load_checkpoint, save_json
 from neuro_emu.train.report import finish_plot
 from neuro_emu.train.trainer import TrainConfig, load_trained
@@ -44,7 +44,8 @@ def timestep_sweep(
         device: "auto" (CUDA if present), "cpu" or "cuda[:N]".
         target: the SNN's compile target ("gpu", "cpu", "torch"); default by device.
         batch_size: test batch size.
-        max_images: evaluate on the first this many test images only.
+        max_images: evaluate on this many test images only, evenly spaced over the split (it
+            is stored sorted by class).
         calibration_batches: training batches for a ReLU model's thresholds.
         out: folder for ``sweep.json`` and ``sweep.png`` (none when None).
         sparse: also run the largest T with spike-sparse convolutions
@@ -54,6 +55,10 @@ def timestep_sweep(
     Returns:
         ``{"ann_acc", "rows": [{"T", "acc", "gap_points", "sparsity"}], "convert_s", "eval_s",
         ...}``.
+
+    Raises:
+        ValueError: ``checkpoint`` holds an SNN, or ``out`` cannot be made a folder (checked
+            before any conversion).
     """
     device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                           "cpu" if device == "auto" else device)
@@ -61,11 +66,17 @@ def timestep_sweep(
     config = TrainConfig(**load_checkpoint(checkpoint)["config"])
     if config.spiking:
         raise ValueError(f"{checkpoint} holds an SNN ({config.model}); convert takes an ANN")
+    if out is not None:
+        out = Path(out)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as error:  # a file in the way, no permission, ...
+            raise ValueError(f"cannot make the out folder {str(out)!r}: "
+                             f"{error.strerror or error}") from error
     ann = load_trained(checkpoint, device)
     images, labels = load_cifar10("test", config.data if data is None else data,
                                   progress=progress)
-    if max_images is not None:
-        images, labels = images[:max_images], labels[:max_images]
+    images, labels = evenly_spaced(images, labels, max_images)
     test = BatchLoader(images, labels, batch_size, train=False, device=device)
     started = time.perf_counter()
     ann_acc = evaluate(ann, test, progress=progress)
@@ -111,7 +122,6 @@ def timestep_sweep(
         ],
     }
     if out is not None:
-        out = Path(out)
         save_json(results, out / "sweep.json")
         _plot(results, out / "sweep.png")
     return results

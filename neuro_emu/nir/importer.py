@@ -21,7 +21,9 @@ checked against the NIR fields, which win (with a warning) if a tool changed one
 from __future__ import annotations
 
 import json
+import keyword
 import math
+import numbers
 import operator
 import re
 import warnings
@@ -57,6 +59,9 @@ _UNSUPPORTED = {
 }
 _NEURONS = (nir.LIF, nir.IF, nir.CubaLIF)
 _TARGET = re.compile(r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$")
+# Names a submodule cannot take: it would shadow a GraphModule's own attribute (forward, training,
+# graph, ...) or break its generated code (a keyword).
+_RESERVED = frozenset(dir(fx.GraphModule(nn.Module(), fx.Graph()))) | frozenset(keyword.kwlist)
 
 
 class NIRImportError(ValueError):
@@ -454,7 +459,8 @@ def _check_declared(name: str, node: nir.NIRNode, attr: str, shape: tuple[int, .
 
 def _targets(graph: nir.NIRGraph, order: list[str], metas: dict[str, dict]) -> dict[str, str]:
     """Module names: ours from the metadata (so parameter names match the exported model's),
-    others from the node names made into identifiers."""
+    others from the node names made into identifiers; a part of either that is reserved
+    (``forward``, ``training``, a keyword) gets ``_`` appended."""
     wanted = {}
     for name in order:
         target = metas[name].get("module")
@@ -468,8 +474,14 @@ def _targets(graph: nir.NIRGraph, order: list[str], metas: dict[str, dict]) -> d
             target = re.sub(r"\W", "_", name)
             if not target or target[0].isdigit():
                 target = "n_" + target
-        result[name] = target
+        result[name] = ".".join(_unreserved(part) for part in target.split("."))
     return result
+
+
+def _unreserved(part: str) -> str:
+    while part in _RESERVED:
+        part += "_"
+    return part
 
 
 def _check_backend(backend: str) -> None:
@@ -505,7 +517,8 @@ def from_nir(
         NIRImportError: not a NIR file, a truncated or malformed one, an unknown or unsupported
             node type, per-neuron parameters that differ, inconsistent shapes or edges, a cycle:
             each message names the node or the problem.
-        ValueError: no timesteps in the graph or the arguments, or an unknown backend.
+        ValueError: no timesteps in the graph or the arguments, timesteps not an int >= 1, or an
+            unknown backend.
     """
     _check_backend(backend)
     if isinstance(source, (str, Path)):
@@ -542,6 +555,9 @@ def from_nir(
         raise ValueError(
             "the graph carries no timesteps (it was not written by neuro_emu): pass timesteps=T"
         )
+    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
+        where = "timesteps" if timesteps is not None else "the graph's timesteps"
+        raise ValueError(f"{where} must be an int >= 1, got {steps!r}")
     source_name, sink, order, incoming = _structure(graph)
     metas = {n: _meta(graph.nodes[n].metadata, f"node {n!r}") for n in order}
     targets = _targets(graph, order, metas)
@@ -609,7 +625,4 @@ def from_nir(
         shapes[name] = out_shape
     fx_graph.lint()
     body = fx.GraphModule(modules, fx_graph, "NIRGraph")
-    try:
-        return SpikingNetwork(body, int(steps)).eval()
-    except ValueError as error:
-        raise ValueError(f"timesteps: {error}") from error
+    return SpikingNetwork(body, int(steps)).eval()
