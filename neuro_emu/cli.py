@@ -187,7 +187,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
     try:
         results = timestep_sweep(
-            args.checkpoint, args.timesteps, data=args.data, device=args.device,
+            args.checkpoint, args.timesteps, model=args.model, data=args.data, device=args.device,
             target=args.target, batch_size=args.batch_size, max_images=args.max_images,
             out=args.out, sparse=args.sparse, progress=not args.quiet,
         )
@@ -342,7 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     conv.add_argument("--checkpoint", required=True, help="best.pt or last.pt of neuro-emu train")
     conv.add_argument("--model", default=None,
-                      help="accepted for the tutorial's command line; the checkpoint names it")
+                      help="the architecture expected (default: the checkpoint's); another is "
+                      "an error")
     conv.add_argument("--timesteps", "-T", type=int, nargs="+", default=[4, 8, 16, 32, 64])
     conv.add_argument("--data", default=None, help="CIFAR-10 folder or 'subset' (default: the "
                       "checkpoint's)")

@@ -135,6 +135,10 @@ def test_unconvertible_layers_are_named():
         neuro_emu.convert(gelu)
     with pytest.raises(ValueError, match="cal_loader"):
         neuro_emu.convert(nn.Sequential(nn.Linear(4, 4), nn.ReLU()))
+    batch_statistics = nn.Sequential(nn.Conv2d(3, 4, 3),
+                                     nn.BatchNorm2d(4, track_running_stats=False), nn.ReLU())
+    with pytest.raises(TypeError, match="layer '1': a BatchNorm without running statistics"):
+        neuro_emu.convert(qcfs_model(batch_statistics))
 
 
 class _NoBatches:
@@ -293,6 +297,10 @@ def test_convert_command_checks_out_before_any_work(trained_qcfs, request, tmp_p
     assert main(args) == 2
     assert capsys.readouterr().err == (f"neuro-emu convert: error: cannot make the out folder "
                                        f"{str(occupied)!r}: File exists\n")
+    checkpoint = request.config.cache_checkpoint
+    assert main(["convert", "--checkpoint", str(checkpoint), "--model", "resnet18", "-q"]) == 2
+    assert capsys.readouterr().err == (f"neuro-emu convert: error: {checkpoint} holds the model "
+                                       "'ann-vgg', not 'resnet18' as asked\n")
 
 
 def test_sparsified_network_computes_the_same(trained_qcfs):

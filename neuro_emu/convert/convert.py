@@ -47,11 +47,17 @@ _LINEAR_METHODS = ("view", "reshape", "flatten", "size", "add", "add_", "contigu
 
 def _check_convertible(gm: fx.GraphModule) -> None:
     """Raise naming the first layer that has no IF/linear counterpart (max-pooling, other
-    non-linearities)."""
+    non-linearities, a BatchNorm without running statistics)."""
     modules = dict(gm.named_modules())
     for node in gm.graph.nodes:
         if node.op == "call_module":
             module = modules[node.target]
+            if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.running_mean is None:
+                raise TypeError(
+                    f"cannot convert layer {node.target!r}: a BatchNorm without running "
+                    "statistics (track_running_stats=False) normalises every batch by its own, "
+                    "not by a fixed affine map an SNN can carry (retrain with running statistics)"
+                )
             if not isinstance(module, (*_LINEAR_MODULES, *ACTIVATIONS, QCFS, IF)):
                 raise TypeError(
                     f"cannot convert layer {node.target!r} of type {type(module).__name__}: an "

@@ -21,6 +21,7 @@ def timestep_sweep(
     checkpoint: str | Path,
     timesteps: Sequence[int],
     *,
+    model: str | None = None,
     data: str | None = None,
     device: str = "auto",
     target: str | None = None,
@@ -40,6 +41,8 @@ def timestep_sweep(
     Args:
         checkpoint: ``best.pt`` / ``last.pt`` of ``neuro-emu train`` (an ANN).
         timesteps: the T values to report.
+        model: the architecture the caller expects (``resnet18``, ...); a checkpoint of another
+            is refused. None: whatever the checkpoint holds.
         data: the CIFAR-10 folder (see :func:`neuro_emu.data.load_cifar10`); "subset" works too.
         device: "auto" (CUDA if present), "cpu" or "cuda[:N]".
         target: the SNN's compile target ("gpu", "cpu", "torch"); default by device.
@@ -57,8 +60,8 @@ def timestep_sweep(
         ...}``.
 
     Raises:
-        ValueError: ``checkpoint`` holds an SNN, or ``out`` cannot be made a folder (checked
-            before any conversion).
+        ValueError: ``checkpoint`` holds an SNN or not ``model``, or ``out`` cannot be made a
+            folder (checked before any conversion).
     """
     device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                           "cpu" if device == "auto" else device)
@@ -66,6 +69,8 @@ def timestep_sweep(
     config = TrainConfig(**load_checkpoint(checkpoint)["config"])
     if config.spiking:
         raise ValueError(f"{checkpoint} holds an SNN ({config.model}); convert takes an ANN")
+    if model is not None and model != config.model:
+        raise ValueError(f"{checkpoint} holds the model {config.model!r}, not {model!r} as asked")
     if out is not None:
         out = Path(out)
         try:
