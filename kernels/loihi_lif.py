@@ -26,6 +26,12 @@ def _tdiv12(x):
 
 
 @triton.jit
+def _wrap_int32(x):
+    """int64 x wrapped to 32-bit two's complement, as Lava's int32 arithmetic does."""
+    return x.to(tl.int32).to(tl.int64)
+
+
+@triton.jit
 def _loihi_lif_kernel(
     a_ptr, u0_ptr, v0_ptr, du_ptr, dv_ptr, vth_ptr, bias_ptr, u_ptr, v_ptr, s_ptr,
     T, N, UV_LIMIT: tl.constexpr, BLOCK: tl.constexpr,
@@ -42,10 +48,10 @@ def _loihi_lif_kernel(
     o_tn = o_n
     for _ in range(T):
         b_a = tl.load(a_ptr + o_tn, mask=m_n, other=0)
-        b_u = _tdiv12(b_u * b_u_decay) + (b_a << 6)
+        b_u = _wrap_int32(_tdiv12(b_u * b_u_decay) + _wrap_int32(b_a << 6))
         b_u = tl.where(b_u > UV_LIMIT, b_u - 2 * UV_LIMIT,
                        tl.where(b_u <= -UV_LIMIT, b_u + 2 * UV_LIMIT, b_u))
-        b_v = _tdiv12(b_v * b_v_decay) + b_u + b_bias
+        b_v = _wrap_int32(_tdiv12(b_v * b_v_decay) + b_u + b_bias)
         b_v = tl.minimum(tl.maximum(b_v, 1 - UV_LIMIT), UV_LIMIT - 1)
         b_s = b_v > b_vth
         b_v = tl.where(b_s, 0, b_v)

@@ -203,18 +203,39 @@ def cmd_convert(args: argparse.Namespace) -> int:
 def cmd_loihi(args: argparse.Namespace) -> int:
     """Quantize a checkpoint's network onto the Loihi emulator and print what it cost."""
     import json as json_module
+    from pathlib import Path
 
     from neuro_emu.convert import compile as compile_net
     from neuro_emu.convert import convert
-    from neuro_emu.data import BatchLoader, evenly_spaced, load_cifar10
+    from neuro_emu.data import BatchLoader, DataError, evenly_spaced, load_cifar10
     from neuro_emu.loihi.network import evaluate_accuracy
     from neuro_emu.loihi.resources import resource_report
+    from neuro_emu.train import CheckpointError
     from neuro_emu.train.checkpoint import load_checkpoint
     from neuro_emu.train.trainer import TrainConfig, load_trained
 
+    def fail(message: object) -> int:
+        print(f"neuro-emu loihi: error: {message}", file=sys.stderr)
+        return 2
+
+    if args.json:  # checked now: a path it cannot write would fail only after the whole run
+        json_path = Path(args.json)
+        if json_path.is_dir():
+            return fail(f"--json {args.json} is a folder, not a file path")
+        if not json_path.parent.is_dir():
+            return fail(f"--json {args.json}: the folder {json_path.parent} does not exist")
+        if not os.access(json_path if json_path.exists() else json_path.parent, os.W_OK):
+            return fail(f"--json {args.json} is not writable")
     try:
         config = TrainConfig(**load_checkpoint(args.checkpoint)["config"])
         model = load_trained(args.checkpoint, "cpu")
+    except (FileNotFoundError, TypeError, ValueError, CheckpointError) as error:
+        return fail(error)
+    except RuntimeError as error:  # load_state_dict: a header, then a line per mismatch
+        lines = [line.strip() for line in str(error).splitlines()]
+        more = f" (and {len(lines) - 2} more)" if len(lines) > 2 else ""
+        return fail(f"{args.checkpoint}: {' '.join(lines[:2])}{more}")
+    try:
         data = config.data if args.data is None else args.data
         images, labels = evenly_spaced(*load_cifar10("test", data, progress=not args.quiet),
                                        args.max_images)
@@ -232,9 +253,8 @@ def cmd_loihi(args: argparse.Namespace) -> int:
                           progress=not args.quiet)
         net = compile_net(snn, target="loihi2_sim")
         accuracy = evaluate_accuracy(net, test, progress=not args.quiet)
-    except (FileNotFoundError, TypeError, ValueError) as error:
-        print(f"neuro-emu loihi: error: {error}", file=sys.stderr)
-        return 2
+    except (FileNotFoundError, TypeError, ValueError, DataError) as error:
+        return fail(error)
     resources = resource_report(net)
     print(net.report.format())
     print(f"\naccuracy on {accuracy['samples']} test images (T={args.timesteps}): float "

@@ -77,6 +77,12 @@ def _tdiv12(x):
     return (x + ((x >> 63) & 4095)) >> 12
 
 
+@numba.njit(inline="always")
+def _wrap_int32(x):
+    """x wrapped to 32-bit two's complement, as Lava's int32 arithmetic does."""
+    return np.int64(np.int32(x))
+
+
 @numba.njit(parallel=True, cache=True)
 def _dense_lif(mantissa, scale, weight_exp, active, payload, step_start, u0, v0, du, dv, vth,
                bias, acc_blocks, u_out, v_out, s_out):
@@ -114,11 +120,13 @@ def _dense_lif(mantissa, scale, weight_exp, active, payload, step_start, u0, v0,
             # when there are too many pairs to check.
             for o in range(n):
                 a = np.int64(acc[o]) * scale
+                if payload is not None:  # graded: Lava's weights.dot(s_in) is int32
+                    a = _wrap_int32(a)
                 a = a << weight_exp if weight_exp >= 0 else a >> -weight_exp
-                u_o = _tdiv12(u[o] * u_decay[o]) + (a << 6)
+                u_o = _wrap_int32(_tdiv12(u[o] * u_decay[o]) + _wrap_int32(a << 6))
                 u[o] = u_o + np.int64(2) * _UV_LIMIT * ((u_o <= -_UV_LIMIT) - (u_o > _UV_LIMIT))
             for o in range(n):
-                v_o = _tdiv12(v[o] * v_decay[o]) + u[o] + bias_b[o]
+                v_o = _wrap_int32(_tdiv12(v[o] * v_decay[o]) + u[o] + bias_b[o])
                 v[o] = min(max(v_o, 1 - _UV_LIMIT), _UV_LIMIT - 1)
             s_k = s_out[k, lo:lo + n]
             for o in range(n):

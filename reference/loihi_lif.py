@@ -1,7 +1,8 @@
 """Numba twin of ``kernels/loihi_lif.py``: Lava's fixed-point CUBA LIF over T steps.
 
 The equations are in ``neuro_emu/ops/loihi_lif.py``. Neurons are independent, so the loop runs
-parallel over neurons with time inside, all in int64 (``u * 4096`` reaches 2^36).
+parallel over neurons with time inside, in int64 (``u * 4096`` reaches 2^43) with Lava's int32
+wraps as casts (``np.int32`` truncates: two's complement).
 """
 
 from __future__ import annotations
@@ -19,6 +20,12 @@ def _tdiv12(x):
     return -((-x) >> 12) if x < 0 else x >> 12
 
 
+@numba.njit(inline="always")
+def _wrap_int32(x):
+    """x wrapped to 32-bit two's complement, as Lava's int32 arithmetic does."""
+    return np.int64(np.int32(x))
+
+
 @numba.njit(parallel=True, cache=True)
 def _loihi_lif(a_in, u0, v0, du, dv, vth, bias, u_out, v_out, s_out):
     steps, n = a_in.shape
@@ -26,12 +33,13 @@ def _loihi_lif(a_in, u0, v0, du, dv, vth, bias, u_out, v_out, s_out):
         u, v = u0[i], v0[i]
         u_decay, v_decay, vth_eff = 4096 - (du[i] + 1), 4096 - dv[i], vth[i] << 6
         for k in range(steps):
-            u = _tdiv12(u * u_decay) + (a_in[k, i] << 6)
+            u = _wrap_int32(_tdiv12(u * u_decay) + _wrap_int32(a_in[k, i] << 6))
             if u > _UV_LIMIT:
                 u -= 2 * _UV_LIMIT
             elif u <= -_UV_LIMIT:
                 u += 2 * _UV_LIMIT
-            v = min(max(_tdiv12(v * v_decay) + u + bias[i], 1 - _UV_LIMIT), _UV_LIMIT - 1)
+            v = _wrap_int32(_tdiv12(v * v_decay) + u + bias[i])
+            v = min(max(v, 1 - _UV_LIMIT), _UV_LIMIT - 1)
             spike = v > vth_eff
             if spike:
                 v = 0

@@ -155,6 +155,58 @@ def test_u_wraps_and_v_saturates(backend):
     assert int(v.max()) == 2**23 - 1  # saturated, not wrapped
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_int32_arithmetic_as_lava(backend):
+    # a_in = 128 << 18 = 2^25 from step 1: Lava's int32 a_in << 6 is -2^31, which u's wrap moves
+    # to -2^31 + 2^24; v saturates low and never spikes. In int64 u was +2^31 - 2^24 (cut to
+    # int32 in the trace only), v saturated high and spiked. tests/golden's a_in_int32_wrap,
+    # uv_int32_sum_wrap and graded_int32_dot check the same arithmetic against Lava itself.
+    dev = device_for(backend)
+    u, v, s = run_dense_lif(torch.tensor([[128]], device=dev),
+                            torch.ones(4, 1, dtype=torch.long, device=dev), weight_exp=18,
+                            du=4095, dv=4095, vth=10, backend=backend)
+    assert u.view(-1).tolist() == [0] + [-(2**31) + 2**24] * 3
+    assert v.view(-1).tolist() == [0] + [-(2**23) + 1] * 3
+    assert s.view(-1).tolist() == [0] * 4
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_zero_steps_give_empty_traces(backend):
+    dev = device_for(backend)
+    traces = run_dense_lif(torch.ones(2, 3, dtype=torch.long, device=dev),
+                           torch.ones(0, 3, dtype=torch.long, device=dev), du=0, dv=0, vth=10,
+                           backend=backend)
+    for name, t in zip("uvs", traces, strict=True):
+        assert t.shape == (0, 2) and t.dtype == torch.int32, (name, t.shape, t.dtype)
+
+
+@pytest.mark.parametrize("weight_exp", [-31, 31, np.int64(-8), np.int32(7)],
+                         ids=["min", "max", "np.int64", "np.int32"])
+def test_weight_exp_bounds_agree_on_every_backend(weight_exp):
+    case = random_case(3, True, "mixed")
+    case["in_spikes"] = case["in_spikes"][:20] * 2**15  # |W @ s| past 2^31: all of it shifts
+    case.update(weight_exp=weight_exp, num_message_bits=24, num_weight_bits=np.int64(8))
+    results = {}
+    for backend in BACKENDS:
+        dev = device_for(backend)
+        moved = {k: v.to(dev) if isinstance(v, torch.Tensor) else v for k, v in case.items()}
+        results[backend] = [t.cpu() for t in run_dense_lif(**moved, backend=backend)]
+    assert bool((results["torch"][0] != 0).any())
+    for a, b in itertools.combinations(BACKENDS, 2):
+        for name, x, y in zip("uvs", results[a], results[b], strict=True):
+            assert_identical(f"{a} vs {b} {name}", x, y)
+
+
+@pytest.mark.parametrize("weights", [torch.tensor([[127, -3, 300, -400]], dtype=torch.int16),
+                                     torch.tensor([[0, -3, -300]], dtype=torch.int16),
+                                     torch.tensor([[0, -3, -300]])],
+                         ids=["int16-mixed", "int16-inhibitory", "int64-inhibitory"])
+def test_lava_weights_leaves_its_input_alone(weights):
+    before = weights.clone()
+    lava_weights(weights, num_weight_bits=5)
+    assert torch.equal(weights, before)
+
+
 def test_lava_weight_rules():
     assert lava_weights(torch.tensor([127, -3, 300, -400])).tolist() == [126, -4, 254, -256]
     assert lava_weights(torch.tensor([0, -3, -300])).tolist() == [0, -3, -255]  # inhibitory
@@ -174,6 +226,12 @@ def test_lava_weight_rules():
         (dict(backend="cuda"), ValueError, "backend must be"),
         (dict(weights=torch.ones(0, 3, dtype=torch.long)), ValueError, r"got shape \(0, 3\)"),
         (dict(in_spikes=torch.ones(4, 3)), TypeError, "in_spikes must hold integers"),
+        (dict(weight_exp=32), ValueError, r"weight_exp must be in -31\.\.31, got 32"),
+        (dict(weight_exp=-64), ValueError, r"weight_exp must be in -31\.\.31, got -64"),
+        (dict(weight_exp=1.5), TypeError, "weight_exp must be an int, got 1.5"),
+        (dict(weight_exp=torch.tensor(2)), TypeError, "weight_exp must be an int"),
+        (dict(num_weight_bits=7.0), TypeError, "num_weight_bits must be an int, got 7.0"),
+        (dict(num_weight_bits=True), TypeError, "num_weight_bits must be an int, got True"),
     ],
 )
 def test_errors(kwargs, error, message):
@@ -182,6 +240,16 @@ def test_errors(kwargs, error, message):
     args.update(kwargs)
     with pytest.raises(error, match=message):
         run_dense_lif(**args)
+
+
+def test_dense_input_refuses_sums_float64_would_round():
+    from neuro_emu.ops.loihi_lif import dense_input
+
+    payload = torch.tensor([[0], [2**53 + 1]])  # float64 holds 2^53 + 1 as 2^53
+    with pytest.raises(ValueError, match="beyond the 2\\^53 that float64 holds exactly"):
+        dense_input(torch.ones(1, 1, dtype=torch.long), payload, 0, graded=True)
+    with pytest.raises(TypeError, match="in_spikes must hold integers"):
+        dense_input(torch.ones(1, 1, dtype=torch.long), payload.double(), 0, graded=True)
 
 
 GOLDEN_STACK = GOLDEN_DIR / "lava_dense_lif_stack.npz"
@@ -265,5 +333,14 @@ def test_quantizer_rejects_what_it_cannot_map():
         quantize_linear_lif(torch.ones(2, 2), None, beta=0.5, v_th=0.0)
     with pytest.raises(ValueError, match="all weights are zero"):
         quantize_linear_lif(torch.zeros(2, 2), None, beta=0.5, v_th=1.0)
+    # The largest weight sets the scale (it lands on 254): a threshold 1000 times it needs
+    # vth = 254000, a bias 100 times it bias_exp = 9; Loihi has 17 and 3 bits for them.
+    with pytest.raises(ValueError, match=r"vth = 254000, beyond Loihi's 17-bit threshold"):
+        quantize_linear_lif(torch.full((2, 2), 1e-3), None, beta=0.5, v_th=1.0)
+    with pytest.raises(ValueError, match=r"needs bias_exp = 9 .* 3-bit bias_exp \(0\.\.7\)"):
+        quantize_linear_lif(torch.ones(2, 2), torch.tensor([100.0, 0.0]), beta=0.5, v_th=1.0)
+    layer, _ = quantize_linear_lif(torch.ones(2, 2), torch.tensor([32.0, 0.0]), beta=0.5,
+                                   v_th=516.0)  # both just fit
+    assert layer.bias_exp == 7 and layer.vth == 131064
     with pytest.raises(ValueError, match="more than 3 steps"):
         spike_agreement(torch.zeros(3, 2), torch.zeros(3, 2), depth=3)

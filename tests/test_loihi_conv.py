@@ -260,11 +260,39 @@ def _args(**changes) -> dict:
          r"du must be a scalar, per channel \(4,\) or per neuron \(4, 4, 4\)"),
         (dict(vth=1.5), TypeError, "vth must be integer"),
         (dict(dv=4096), ValueError, r"dv must lie in \[0, 4095\]"),
+        (dict(weight_exp=-32), ValueError, r"weight_exp must be in -31\.\.31, got -32"),
+        (dict(weight_exp=64, weight_handling="lava_conv"), ValueError,
+         r"weight_exp must be in -31\.\.31, got 64"),
+        (dict(weight_exp=2.0), TypeError, "weight_exp must be an int, got 2.0"),
+        (dict(num_weight_bits=7.5), TypeError, "num_weight_bits must be an int, got 7.5"),
     ],
 )
 def test_errors(kwargs, error, message):
     with pytest.raises(error, match=message):
         run_conv_lif(**_args(**kwargs))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_zero_steps_give_empty_traces(backend):
+    dev = device_for(backend)
+    args = _args(in_spikes=torch.ones(0, 4, 6, 6, dtype=torch.long))
+    args = {k: v.to(dev) if isinstance(v, torch.Tensor) else v for k, v in args.items()}
+    for name, t in zip("uvs", run_conv_lif(**args, backend=backend), strict=True):
+        assert t.shape == (0, 4, 4, 4) and t.dtype == torch.int32, (name, t.shape, t.dtype)
+
+
+@pytest.mark.parametrize("weight_exp", [-31, 31])
+def test_weight_exp_bounds_agree_across_backends(weight_exp):
+    gen = torch.Generator().manual_seed(6)
+    weights = torch.randint(-256, 256, (3, 2, 3, 3), generator=gen)
+    payloads = torch.randint(-2**23, 2**23, (3, 2, 5, 5), generator=gen)
+    results = {b: run_conv_lif(weights.to(device_for(b)), payloads.to(device_for(b)), padding=1,
+                               weight_exp=weight_exp, num_message_bits=24, du=100, dv=100,
+                               vth=10, u0=-(2**30), backend=b) for b in BACKENDS}
+    assert bool((results["torch"][0] != 0).any())
+    for a, b in itertools.combinations(BACKENDS, 2):
+        for name, x, y in zip("uvs", results[a], results[b], strict=True):
+            assert_identical(f"{a} vs {b} {name}", x.cpu(), y.cpu())
 
 
 def test_torch_backend_refuses_inexact_float64():

@@ -451,19 +451,35 @@ def test_unmappable_networks_are_refused(body, error, message):
         fold_network(SpikingNetwork(body(), 2), (3, 4, 4))
 
 
-def test_cli_loihi_prints_the_reports(tmp_path, capsys):
-    """``neuro-emu loihi`` on an (untrained) SNN-VGG checkpoint and 10 subset images."""
+def test_synapse_delay_beyond_the_run_delivers_nothing():
+    syn = Synapse(-1, "dense", torch.ones(2, 3, dtype=torch.long), delay=5)
+    a = syn.current(torch.ones(3, 4, 3, dtype=torch.long), "torch")
+    assert a.shape == (3, 4, 2) and not bool(a.any())
+    with pytest.raises(ValueError, match=r"weight_exp must be in -31\.\.31, got 40"):
+        Synapse(-1, "dense", torch.ones(2, 3, dtype=torch.long), weight_exp=40)
+
+
+def _snn_checkpoint(path, **changes):
+    """A saved (untrained) SNN-VGG checkpoint on the shipped subset; ``changes`` alter the config
+    it records, not the weights."""
     import dataclasses
 
-    from neuro_emu.cli import main
     from neuro_emu.train import TrainConfig
     from neuro_emu.train.checkpoint import save_checkpoint
     from neuro_emu.train.trainer import model_from_config
 
     config = TrainConfig(model="snn-vgg", width=0.0625, data="subset", backend="torch")
     model = model_from_config(config)
-    path = save_checkpoint({"model": model.state_dict(), "config": dataclasses.asdict(config)},
-                           tmp_path / "best.pt")
+    return save_checkpoint({"model": model.state_dict(),
+                            "config": dataclasses.asdict(dataclasses.replace(config, **changes))},
+                           path)
+
+
+def test_cli_loihi_prints_the_reports(tmp_path, capsys):
+    """``neuro-emu loihi`` on an (untrained) SNN-VGG checkpoint and 10 subset images."""
+    from neuro_emu.cli import main
+
+    path = _snn_checkpoint(tmp_path / "best.pt")
     json_path = tmp_path / "loihi.json"
     assert main(["loihi", "--checkpoint", str(path), "-T", "2", "--max-images", "10", "-q",
                  "--json", str(json_path)]) == 0
@@ -471,3 +487,31 @@ def test_cli_loihi_prints_the_reports(tmp_path, capsys):
     assert "accuracy on 10 test images (T=2)" in out and "Loihi 2 resources" in out
     assert "features.2" in out and "hard*" in out and json_path.exists()
     assert main(["loihi", "--checkpoint", str(tmp_path / "missing.pt")]) == 2
+
+
+@pytest.mark.parametrize(
+    "make,extra,message",
+    [
+        (lambda d: d.joinpath("best.pt").write_bytes(b"not a checkpoint"), [],
+         "is not a readable checkpoint"),
+        (lambda d: torch.save({"weights": 1}, d / "best.pt"), [], "is not a neuro-emu checkpoint"),
+        (lambda d: _snn_checkpoint(d / "best.pt", width=0.125), [],
+         "Error(s) in loading state_dict for SpikingNetwork: size mismatch"),
+        # --json is checked before the (corrupt) checkpoint is even read.
+        (lambda d: d.joinpath("best.pt").write_bytes(b""), ["--json", "{d}"],
+         "--json {d} is a folder, not a file path"),
+        (lambda d: d.joinpath("best.pt").write_bytes(b""), ["--json", "{d}/none/out.json"],
+         "--json {d}/none/out.json: the folder {d}/none does not exist"),
+    ],
+    ids=["corrupt", "not-ours", "other-width", "json-folder", "json-missing-folder"],
+)
+def test_cli_loihi_user_errors_end_in_one_line(tmp_path, capsys, make, extra, message):
+    from neuro_emu.cli import main
+
+    make(tmp_path)
+    argv = ["loihi", "--checkpoint", str(tmp_path / "best.pt"), "-q",
+            *(a.format(d=tmp_path) for a in extra)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("neuro-emu loihi: error: "), err
+    assert message.format(d=tmp_path) in err

@@ -23,7 +23,13 @@ import numpy as np
 import torch
 
 from neuro_emu.ops.loihi_conv import IntPair, conv_input
-from neuro_emu.ops.loihi_lif import dense_input, loihi_lif
+from neuro_emu.ops.loihi_lif import (
+    NUM_WEIGHT_BITS_RANGE,
+    WEIGHT_EXP_RANGE,
+    check_int_param,
+    dense_input,
+    loihi_lif,
+)
 from neuro_emu.ops.multistep_lif import backend_unavailable_reason
 
 IntLike = int | np.ndarray | torch.Tensor
@@ -50,8 +56,9 @@ def lava_weights(weights: torch.Tensor, num_weight_bits: int = 8) -> torch.Tenso
     mixed, inhibitory, drop = lava_sign_mode(low, high, num_weight_bits)
     # One narrowing copy to int16 (after a clamp only if some raw weight does not fit), then
     # in place: a fresh full-width temporary per step costs more in page faults than the math.
+    # copy=True: .to() returns int16 weights themselves, which the steps below must not touch.
     fits = -(2**15) < low and high < 2**15
-    w = (weights if fits else weights.clamp(-(2**15) + 1, 2**15 - 1)).to(torch.int16)
+    w = (weights if fits else weights.clamp(-(2**15) + 1, 2**15 - 1)).to(torch.int16, copy=True)
     if inhibitory:
         w.neg_()
     w.clamp_(-256 if mixed else 0, 255)
@@ -104,8 +111,9 @@ class PreparedDenseLIF:
         if weights.numel() == 0:
             raise ValueError(f"weights must connect at least one input to one neuron, got shape "
                              f"{tuple(weights.shape)}")
-        if not 1 <= num_weight_bits <= 8:
-            raise ValueError(f"num_weight_bits must be in 1..8, got {num_weight_bits}")
+        weight_exp = check_int_param("weight_exp", weight_exp, *WEIGHT_EXP_RANGE)
+        num_weight_bits = check_int_param("num_weight_bits", num_weight_bits,
+                                          *NUM_WEIGHT_BITS_RANGE)
         if num_message_bits < 0:
             raise ValueError(f"num_message_bits must be >= 0, got {num_message_bits}")
         if backend not in ("numba", "triton", "torch"):
@@ -139,7 +147,7 @@ class PreparedDenseLIF:
     def run(self, in_spikes: torch.Tensor, *, u0: IntLike = 0,
             v0: IntLike = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The traces ``u, v, s``, each ``[T, n_out]`` int32, of ``in_spikes: [T, n_in]`` from
-        the initial state ``u0, v0`` (scalars or ``[n_out]``)."""
+        the initial state ``u0, v0`` (scalars or ``[n_out]``); empty for T = 0."""
         if not isinstance(in_spikes, torch.Tensor) or in_spikes.dim() != 2:
             raise ValueError("in_spikes must be a tensor [T, n_in]")
         if in_spikes.dtype.is_floating_point or in_spikes.dtype.is_complex:
@@ -181,8 +189,9 @@ def run_dense_lif(
     Args:
         weights: ``[n_out, n_in]`` raw integer weights (Lava's clip and truncation are applied).
         in_spikes: ``[T, n_in]`` integers: 0/1 spikes, or payloads when ``num_message_bits > 0``.
-        weight_exp: the Dense output shift (negative: floor shift right).
-        num_weight_bits: 1..8, weight precision.
+        weight_exp: the Dense output shift (negative: floor shift right), an int in -31..31
+            (Lava sets no bound; ``neuro_emu.ops.loihi_lif.WEIGHT_EXP_RANGE`` says why this one).
+        num_weight_bits: an int in 1..8, weight precision.
         num_message_bits: 0 for binary spikes, else graded payloads.
         du: current decay, -1..4095 (Lava adds 1; -1 holds u, as lava-dl uses it);
             dv: voltage decay, 0..4095; vth: threshold mantissa, >= 0 (compared as vth << 6).
@@ -193,7 +202,11 @@ def run_dense_lif(
 
     Returns:
         The traces ``u, v, s``, each ``[T, n_out]`` int32, as Lava's ``Var.get()`` shows them
-        after every step.
+        after every step (empty for T = 0).
+
+    Raises:
+        TypeError / ValueError: weights, spikes or parameters of the wrong type, shape or range
+            (the message names the argument); RuntimeError: the backend cannot run here.
     """
     prepared = PreparedDenseLIF(
         weights, weight_exp=weight_exp, num_weight_bits=num_weight_bits,
@@ -254,7 +267,7 @@ def run_conv_lif(
 
     Returns:
         The traces ``u, v, s``, each ``[T, C_out, OH, OW]`` int32, as Lava's ``Var.get()`` shows
-        them after every step (Lava's (X, Y, C) arrays transposed to (C, Y, X)).
+        them after every step (Lava's (X, Y, C) arrays transposed to (C, Y, X)); empty for T = 0.
 
     Raises:
         TypeError / ValueError / RuntimeError: as ``conv_input``, and for neuron parameters of the
@@ -276,7 +289,7 @@ def run_conv_lif(
     exp = _per_conv_neuron(bias_exp, shape, "bias_exp", -31, 31)
     params["bias"] = torch.where(exp >= 0, mant << exp.clamp(min=0), mant >> (-exp).clamp(min=0))
     p = {k: t.to(a_in.device) for k, t in params.items()}
-    traces = loihi_lif(a_in.view(steps, -1), p["u0"], p["v0"], p["du"], p["dv"], p["vth"],
+    traces = loihi_lif(a_in.flatten(1), p["u0"], p["v0"], p["du"], p["dv"], p["vth"],
                        p["bias"], backend=backend)
     return tuple(t.view(steps, *shape) for t in traces)
 

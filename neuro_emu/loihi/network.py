@@ -88,7 +88,13 @@ from neuro_emu.data.cifar10 import CIFAR10_MEAN, CIFAR10_STD
 from neuro_emu.layers import LIF, Scale, SpikingNetwork
 from neuro_emu.loihi import lava_weights
 from neuro_emu.ops.loihi_conv import conv_input
-from neuro_emu.ops.loihi_lif import dense_input, loihi_lif
+from neuro_emu.ops.loihi_lif import (
+    WEIGHT_EXP_RANGE,
+    check_int_param,
+    dense_input,
+    loihi_lif,
+    wrap_int32,
+)
 
 # Hardware ranges (loihi2_spec.md section 1: Lava's declared precisions).
 UV_MAX = 2**23 - 1  # |v| saturates here; u wraps past 2^23
@@ -528,8 +534,7 @@ class Synapse:
         _check_range("num_weight_bits", self.num_weight_bits, 1, 8)
         # graded spikes carry up to 32 bits on Loihi 2 (resources.py [L2])
         _check_range("num_message_bits", self.num_message_bits, 0, 32)
-        if not isinstance(self.weight_exp, int):
-            raise TypeError(f"weight_exp must be an int, got {self.weight_exp!r}")
+        check_int_param("weight_exp", self.weight_exp, *WEIGHT_EXP_RANGE)
         if self.delay < 0:
             raise ValueError(f"delay must be >= 0, got {self.delay}")
 
@@ -552,7 +557,9 @@ class Synapse:
         a = a.reshape(batch, steps, *a.shape[1:])
         a[:, 0] = 0
         if self.delay:
-            a = torch.cat([torch.zeros_like(a[:, :self.delay]), a[:, :steps - self.delay]], 1)
+            delayed = torch.zeros_like(a)
+            delayed[:, self.delay:] = a[:, :max(steps - self.delay, 0)]
+            a = delayed
         return a.transpose(0, 1)
 
     def weights_lava(self) -> torch.Tensor:
@@ -831,7 +838,7 @@ class LayerStats:
     synops: int = 0  # (nonzero input event, nonzero synapse) pairs delivered into this layer
     u_wraps: int = 0
     v_saturations: int = 0
-    a_in_overflows: int = 0  # |a_in| >= 2^25: Lava's int32 a_in << 6 would overflow
+    a_in_overflows: int = 0  # |a_in| >= 2^25: Lava's int32 a_in << 6 wraps (so does ours)
     readout_spikes: int = 0  # a readout reaching its threshold (it must not)
 
 
@@ -851,12 +858,12 @@ def _saturations(a: torch.Tensor, u: torch.Tensor, v: torch.Tensor, layer: Loihi
     """u wraps, v saturations and a_in overflows, recomputed from the traces: ``a, u, v:
     [steps, N]`` (``u``, ``v`` as recorded after each step, v post-reset)."""
     overflows = int((a.abs() >= A_IN_LIMIT).sum())
-    drive = a << 6
+    drive = wrap_int32(a << 6)  # int32 in Lava, as the LIF kernels compute it
     if layer.du == 4095:  # no current memory: u = a << 6 before the wrap
         u_pre = drive
     else:
         u_prev = torch.cat([torch.zeros_like(u[:1]), u[:-1]]).to(torch.int64)
-        u_pre = _tdiv12(u_prev * (4096 - (layer.du + 1))) + drive
+        u_pre = wrap_int32(_tdiv12(u_prev * (4096 - (layer.du + 1))) + drive)
     wraps = int(((u_pre > 2**23) | (u_pre <= -(2**23))).sum())
     del u_pre, drive
     v_prev = torch.cat([v0.view(1, -1), v[:-1].to(torch.int64)])
@@ -864,7 +871,7 @@ def _saturations(a: torch.Tensor, u: torch.Tensor, v: torch.Tensor, layer: Loihi
         v_prev = _tdiv12(v_prev * (4096 - layer.dv))
     v_prev += u.to(torch.int64)
     v_prev += layer.bias.repeat(v.shape[1] // layer.neurons)
-    return wraps, int((v_prev.abs() > UV_MAX).sum()), overflows
+    return wraps, int((wrap_int32(v_prev).abs() > UV_MAX).sum()), overflows
 
 
 def _fanout(syn: Synapse, source_shape: tuple[int, ...]) -> torch.Tensor:

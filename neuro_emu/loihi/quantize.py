@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from neuro_emu.loihi import DenseLIF, lava_weights
+from neuro_emu.loihi.network import BIAS_EXP_RANGE, VTH_MAX
 
 WEIGHT_TOP = 254  # largest magnitude every sign mode keeps after Lava's 8-bit clip and truncation
 BIAS_MANT_LIMIT = 4095  # bias_mant is 13-bit signed on Loihi (loihi2_spec.md section 1)
@@ -59,6 +60,11 @@ def quantize_linear_lif(
 
     Returns:
         The :class:`~neuro_emu.loihi.DenseLIF` layer and its :class:`LayerQuantization`.
+
+    Raises:
+        ValueError: beta or v_th out of range, all weights zero, or a layer Loihi cannot hold at
+            this scale: a v_th more than ~516 times the largest |weight| (vth beyond its 17 bits)
+            or a |bias| more than ~32 times it (bias_exp beyond its 3 bits).
     """
     if not (0.0 <= beta <= 1.0) or not v_th > 0:
         raise ValueError(f"need 0 <= beta <= 1 and v_th > 0, got beta={beta}, v_th={v_th}")
@@ -73,9 +79,20 @@ def quantize_linear_lif(
     # The smallest shift that keeps every bias mantissa within 13 bits.
     largest_bias = float((b * scale).abs().max())
     bias_exp = max(0, math.ceil(math.log2(largest_bias / BIAS_MANT_LIMIT))) if largest_bias else 0
+    if bias_exp > BIAS_EXP_RANGE[1]:
+        raise ValueError(
+            f"the largest |bias| ({largest_bias / scale:g}) needs bias_exp = {bias_exp} for a "
+            f"13-bit bias_mant, beyond Loihi's 3-bit bias_exp (0..{BIAS_EXP_RANGE[1]}): it is "
+            f"{largest_bias / scale / top:g} times the largest |weight|, which sets the scale"
+        )
     bias_mant = torch.round(b * scale / 2**bias_exp).to(torch.int64)
     dv = round((1.0 - beta) * 4096)
     vth = round(v_th * scale / 64)
+    if vth > VTH_MAX:
+        raise ValueError(
+            f"v_th={v_th} maps to vth = {vth}, beyond Loihi's 17-bit threshold (0..{VTH_MAX}): "
+            f"it is {v_th / top:g} times the largest |weight|, which sets the scale"
+        )
     layer = DenseLIF(weights=w_int, du=4095, dv=min(dv, 4095), vth=vth, bias_mant=bias_mant,
                      bias_exp=bias_exp, num_weight_bits=num_weight_bits)
     report = LayerQuantization(

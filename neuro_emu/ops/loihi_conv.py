@@ -14,9 +14,9 @@ Two weight handlings, because Lava 0.10.0's Conv does not do what its own Dense 
   (``../shared/loihi2_spec.md`` section 3), applied to the convolution's connectivity.
   ``W' = lava_weights(weights, num_weight_bits)`` (sign mode, clip to 8 bits of magnitude,
   truncation to ``num_weight_bits``) and ``out(acc) = acc << weight_exp`` (a floor shift right
-  when negative). Like Dense, no clamp of ``acc`` to 24 bits. It is the issue's "Conv synapses
-  with the same weight handling" and is checked against Lava's Dense run on the convolution
-  matrix (``tests/golden/lava_conv_lif.npz``).
+  when negative; graded sums wrap to int32 first, as Dense's). Like Dense, no clamp of ``acc`` to
+  24 bits. It is the issue's "Conv synapses with the same weight handling" and is checked against
+  Lava's Dense run on the convolution matrix (``tests/golden/lava_conv_lif.npz``).
 - ``"lava_conv"``: exactly Lava 0.10.0's ``PyConvModelFixed`` (``lava/proc/conv/models.py``).
   Its ``run_spk`` never reads ``weight_exp`` or ``num_weight_bits`` (they are declared only), so
   ``W'`` is the raw weights and ``out(acc) = signed_clamp(acc, 24)``, which despite its name
@@ -46,6 +46,12 @@ import math
 import torch
 import torch.nn.functional as F
 
+from neuro_emu.ops.loihi_lif import (
+    NUM_WEIGHT_BITS_RANGE,
+    WEIGHT_EXP_RANGE,
+    check_int_param,
+    wrap_int32,
+)
 from neuro_emu.ops.multistep_lif import backend_unavailable_reason
 from neuro_emu.ops.spike_conv import IntPair, conv_geometry, spike_conv2d
 
@@ -138,8 +144,9 @@ def conv_input(
         in_spikes: ``[T, C_in, H, W]`` integers or bool: any nonzero is a spike when
             ``num_message_bits == 0``, else the integer payload.
         stride, padding, dilation: ints or ``(H, W)`` pairs; groups: as ``F.conv2d``.
-        weight_exp: output shift (negative: floor shift right); "loihi" handling only.
-        num_weight_bits: 1..8, weight precision; "loihi" handling only.
+        weight_exp: output shift (negative: floor shift right), an int in -31..31; "loihi"
+            handling only.
+        num_weight_bits: an int in 1..8, weight precision; "loihi" handling only.
         num_message_bits: 0 for binary spikes, > 0 for graded payloads.
         weight_handling: "loihi" (Dense's clip, truncation and shift) or "lava_conv" (Lava
             0.10.0's Conv model: raw weights, 24-bit wrap); see the module docstring for why.
@@ -149,11 +156,12 @@ def conv_input(
         ``a_in: [T, C_out, OH, OW]`` int64 on ``weights.device``, ``a_in[0] = 0``.
 
     Raises:
-        TypeError: non-tensor or non-integer weights/spikes, non-int geometry.
+        TypeError: non-tensor or non-integer weights/spikes, non-int geometry, weight_exp or
+            num_weight_bits.
         ValueError: bad ranks, stride/dilation < 1 or padding < 0, channel/group mismatch,
-            num_weight_bits outside 1..8, negative num_message_bits, unknown weight_handling or
-            backend, raw weights outside int32 in "lava_conv" mode, a float64 bound overrun on
-            the torch backend.
+            weight_exp outside -31..31, num_weight_bits outside 1..8, negative
+            num_message_bits, unknown weight_handling or backend, raw weights outside int32 in
+            "lava_conv" mode, a float64 bound overrun on the torch backend.
         RuntimeError: geometry torch rejects (its own message), or the backend cannot run here.
     """
     _check_int_tensor(weights, "weights", 4, "[C_out, C_in // groups, KH, KW]", bool_ok=False)
@@ -166,8 +174,8 @@ def conv_input(
     if weights.shape[1] * groups != c_in:
         raise ValueError(f"in_spikes has C_in={c_in} channels, weights expect "
                          f"{weights.shape[1]} x groups={groups} = {weights.shape[1] * groups}")
-    if not 1 <= num_weight_bits <= 8:
-        raise ValueError(f"num_weight_bits must be in 1..8, got {num_weight_bits}")
+    weight_exp = check_int_param("weight_exp", weight_exp, *WEIGHT_EXP_RANGE)
+    num_weight_bits = check_int_param("num_weight_bits", num_weight_bits, *NUM_WEIGHT_BITS_RANGE)
     if num_message_bits < 0:
         raise ValueError(f"num_message_bits must be >= 0, got {num_message_bits}")
     if weight_handling not in WEIGHT_HANDLINGS:
@@ -205,6 +213,8 @@ def conv_input(
         acc = _conv_sparse(in_spikes, w, geometry, graded, backend)
 
     if weight_handling == "loihi":
+        if graded:  # as Dense's weights.dot(s_in) on int32 arrays: the sum wraps
+            acc = wrap_int32(acc)
         acc = acc << weight_exp if weight_exp > 0 else acc >> -weight_exp
     else:
         half = 1 << (ACC_BITS - 1)

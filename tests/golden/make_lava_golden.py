@@ -288,6 +288,31 @@ def build_configs():
                        weight_exp=1, du=300, dv=250, vth=20000,
                        bias_mant=r.integers(-4096, 4096, 12), bias_exp=r.integers(0, 8, 12),
                        u0=r.integers(-2**22, 2**22, 12), v0=r.integers(-2**22, 2**22, 12)))
+
+    # 29-31. Lava's int32 arithmetic: a_in, u, v and the bias are int32 in the LIF model and the
+    #        graded W @ s is an int32 dot, so sums past 2^31 wrap.
+    add("a_in_int32_wrap", 130,
+        "weight_exp=18: |a_in| up to ~2^26, so a_in << 6 wraps in int32; du=300 keeps some u",
+        lambda r: dict(W=r.integers(-256, 256, (8, 10)), S=_bern(r, 100, 10, 0.4),
+                       weight_exp=18, du=300, dv=400, vth=20000,
+                       bias_mant=r.integers(-4096, 4096, 8), bias_exp=r.integers(0, 8, 8),
+                       u0=r.integers(-2**31, 2**31, 8), v0=r.integers(-2**31, 2**31, 8)))
+    add("uv_int32_sum_wrap", 131,
+        "u0, v0 near +-2^31 with du=-1, dv=0: decayed u + a_in << 6 and v + u + bias "
+        "wrap in int32 (then u wraps by 2^24 once, v saturates)",
+        lambda r: dict(W=r.integers(0, 256, (6, 7)), S=_bern(r, 100, 7, 0.5),
+                       weight_exp=12, du=-1, dv=0, vth=1000,
+                       bias_mant=4095, bias_exp=7,
+                       u0=r.choice([1, -1], 6) * (2**31 - r.integers(1, 2**20, 6)),
+                       v0=r.choice([1, -1], 6) * (2**31 - r.integers(1, 2**18, 6))))
+    add("graded_int32_dot", 132,
+        "num_message_bits=24, payloads +-2^23, weight_exp=-9: Dense's int32 W.dot(s) wraps "
+        "before the floor shift",
+        lambda r: dict(W=r.integers(-256, 256, (8, 10)),
+                       S=np.where(r.random((100, 10)) < 0.5,
+                                  r.integers(-2**23, 2**23 + 1, (100, 10)), 0),
+                       num_message_bits=24, weight_exp=-9, du=1000, dv=2047, vth=50000,
+                       bias_mant=r.integers(-4096, 4096, 8), bias_exp=3))
     return cfgs
 
 
